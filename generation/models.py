@@ -1,0 +1,230 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from . import job_types
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Status only moves forward: these are the moves allowed from each status.
+TRANSITIONS = {
+    JobStatus.QUEUED: {JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELLED},
+    # processing -> processing: a task redelivered after its worker died runs the job again.
+    JobStatus.PROCESSING: {JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED,
+                           JobStatus.CANCELLED},
+    JobStatus.COMPLETED: set(),
+    JobStatus.FAILED: set(),
+    JobStatus.CANCELLED: set(),
+}
+FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+JOB_TYPE_CHOICES = [(name, name) for name in job_types.JOB_TYPES]
+
+
+class ReferenceType(models.TextChoices):
+    STYLE = "style"
+    COMPOSITION = "composition"
+    CHARACTER = "character"
+
+
+class ReferenceImage(models.Model):
+    """An image a user uploaded for jobs to condition on; stored in the `references` bucket."""
+
+    BUCKET = "references"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="reference_images")
+    path = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=50)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    original_name = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.original_name or self.path} ({self.width}×{self.height})"
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    job_type = models.CharField(max_length=40, choices=JOB_TYPE_CHOICES)
+    format = models.CharField(max_length=8)
+    quality = models.CharField(max_length=8)
+    model_type = models.CharField(max_length=20)
+    queue = models.CharField(max_length=40)
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
+
+    prompt = models.TextField()
+    enhanced_prompt = models.TextField(blank=True)
+    negative_prompt = models.TextField(blank=True)
+    seed = models.BigIntegerField()
+    num_images = models.PositiveSmallIntegerField(default=1)
+    aspect_ratio = models.CharField(max_length=8, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    steps = models.PositiveIntegerField()
+    guidance = models.FloatField()
+    frames = models.PositiveIntegerField(default=0)
+    reference_image = models.ForeignKey(ReferenceImage, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="jobs")
+    reference_type = models.CharField(max_length=12, choices=ReferenceType.choices, blank=True)
+    reference_strength = models.FloatField(null=True, blank=True)
+
+    expected_seconds = models.FloatField()
+    credits = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0)  # 0..1
+    current_step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)  # timings, enhancement, worker, ...
+    error_message = models.TextField(blank=True)
+
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="retries")
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "idempotency_key"], name="unique_idempotency_key"),
+        ]
+        indexes = [
+            models.Index(fields=["queue", "status", "created_at"], name="job_queue_status_created"),
+            models.Index(fields=["user", "-created_at"], name="job_user_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.job_type} {self.id}"
+
+    @property
+    def type(self):
+        return job_types.get(self.job_type)
+
+    @property
+    def is_finished(self):
+        return self.status in FINISHED
+
+    @property
+    def duration(self):
+        """Seconds from start to finish, or None while either is missing."""
+        if self.started_at and self.completed_at:
+            return (self.completed_at - self.started_at).total_seconds()
+        return None
+
+    def queue_position(self):
+        """1 for the next queued job of its queue; None once it has left the queue."""
+        if self.status != JobStatus.QUEUED:
+            return None
+        ahead = Job.objects.filter(queue=self.queue, status=JobStatus.QUEUED,
+                                   created_at__lt=self.created_at).count()
+        return ahead + 1
+
+    @classmethod
+    def move(cls, job_id, to, **fields):
+        """Atomically move a job to status `to` if its status allows it; True when it moved."""
+        allowed_from = [s for s, targets in TRANSITIONS.items() if to in targets]
+        if to in FINISHED:
+            fields.setdefault("completed_at", timezone.now())
+        return bool(cls.objects.filter(pk=job_id, status__in=allowed_from).update(status=to, **fields))
+
+
+class Asset(models.Model):
+    """Columns shared by images and videos: one stored file plus its thumbnail."""
+
+    prompt = models.TextField()
+    title = models.CharField(max_length=200, blank=True)
+    bucket = models.CharField(max_length=63)
+    thumbnail_path = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=12, default="completed")
+    quality = models.CharField(max_length=8)
+    format = models.CharField(max_length=8)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    @property
+    def job_type(self):
+        return self.job.job_type
+
+
+class Image(Asset):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
+    image_index = models.PositiveSmallIntegerField(default=0)
+    image_path = models.CharField(max_length=255)
+    seed = models.BigIntegerField(null=True)
+
+    class Meta(Asset.Meta):
+        constraints = [models.UniqueConstraint(fields=["job", "image_index"], name="unique_image_per_index")]
+
+    def __str__(self):
+        return self.image_path
+
+    @property
+    def path(self):
+        return self.image_path
+
+
+class Video(Asset):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="videos")
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="video")
+    video_path = models.CharField(max_length=255)
+    # The last URL handed out, reused until shortly before it expires.
+    signed_url = models.TextField(blank=True)
+    signed_url_expires_at = models.DateTimeField(null=True, blank=True)
+    duration = models.FloatField(default=0.0)
+    fps = models.PositiveSmallIntegerField(default=0)
+    frame_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self):
+        return self.video_path
+
+    @property
+    def path(self):
+        return self.video_path
+
+
+class NegativeTerm(models.Model):
+    """One term of the generated SDXL negative prompt, edited by admins."""
+
+    class Trigger(models.TextChoices):
+        ALWAYS = "always", "Always included"
+        MULTI_PARTY = "multi_party", "Prompt shows several people"
+
+    term = models.CharField(max_length=100)
+    category = models.CharField(max_length=40)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.ALWAYS)
+    position = models.PositiveIntegerField(default=0, help_text="Lower comes first in the prompt.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["trigger", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["term", "trigger"], name="unique_negative_term")]
+
+    def __str__(self):
+        return self.term

@@ -1,0 +1,126 @@
+"""The SDXL negative prompt: admin-edited terms, multi-party detection, and the 77-token window."""
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+
+from .models import NegativeTerm
+
+NUMBER_WORDS = {"two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "several",
+                "multiple", "many", "pair", "trio", "duo"}
+PERSON_WORDS = {
+    "person", "persons", "people", "woman", "women", "man", "men", "girl", "girls", "boy", "boys",
+    "lady", "ladies", "guy", "guys", "female", "females", "male", "males", "friend", "friends",
+    "adult", "adults", "figure", "figures", "character", "characters", "model", "models",
+    "sister", "sisters", "brother", "brothers", "twin", "twins", "lover", "lovers", "partner",
+    "partners", "couple", "couples", "wife", "husband", "bride", "groom",
+}
+PLURAL_PEOPLE = {"people", "persons", "women", "men", "girls", "boys", "ladies", "guys", "females",
+                 "males", "friends", "adults", "sisters", "brothers", "twins", "lovers", "partners",
+                 "couples", "characters", "crowd", "family", "threesome"}
+GROUP_WORDS = {"both", "couple", "group", "together"}
+FEMALE_WORDS = {"woman", "girl", "lady", "female", "wife", "bride"}
+MALE_WORDS = {"man", "boy", "guy", "male", "husband", "groom"}
+
+WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def multi_party_reasons(prompt):
+    """Why `prompt` describes several people (an empty list when it does not). Whole words only."""
+    words = WORD_RE.findall(prompt.lower())
+    found = set(words)
+    reasons = []
+    for i, word in enumerate(words):
+        is_count = word in NUMBER_WORDS or (word.isdigit() and int(word) >= 2)
+        following = words[i + 1:i + 4]
+        if is_count and (any(w in PERSON_WORDS for w in following) or following[:2] in (["of", "them"],
+                                                                                        ["of", "us"])):
+            reasons.append(f"count: {' '.join(words[i:i + 3])}")
+            break
+    reasons += [f"word: {w}" for w in sorted(found & GROUP_WORDS)]
+    reasons += [f"plural: {w}" for w in sorted(found & PLURAL_PEOPLE)]
+    if found & FEMALE_WORDS and found & MALE_WORDS:
+        reasons.append("mixed: " + "+".join(sorted(found & FEMALE_WORDS) + sorted(found & MALE_WORDS)))
+    return reasons
+
+
+@dataclass
+class NegativePrompt:
+    text: str
+    multi_party: list = field(default_factory=list)  # reasons the group terms were added
+    dropped: list = field(default_factory=list)  # terms cut to fit the token window
+
+
+def build(prompt, user_negative=""):
+    """The SDXL negative prompt for `prompt`: base terms, group terms if triggered, the user's own."""
+    reasons = multi_party_reasons(prompt)
+    triggers = [NegativeTerm.Trigger.ALWAYS] + ([NegativeTerm.Trigger.MULTI_PARTY] if reasons else [])
+    terms = list(
+        NegativeTerm.objects.filter(enabled=True, trigger__in=triggers)
+        .order_by("trigger", "position", "id").values_list("term", flat=True)
+    )
+    terms += [t.strip() for t in user_negative.split(",") if t.strip()]
+    terms = list(dict.fromkeys(terms))  # drop repeats, keep order
+    kept, dropped = fit_to_window(terms)
+    return NegativePrompt(", ".join(kept), reasons, dropped)
+
+
+def fit_to_window(terms):
+    """Split terms into those that fit the text encoder's window, counted by its tokenizer, and the rest."""
+    tokenizer, window = sdxl_tokenizer()
+    budget = window - 2  # the window includes the start and end tokens
+    kept = []
+    for i, term in enumerate(terms):
+        candidate = ", ".join(kept + [term])
+        if len(tokenizer.encode(candidate, add_special_tokens=False).ids) > budget:
+            return kept, terms[i:]
+        kept.append(term)
+    return kept, []
+
+
+def sdxl_tokenizer():
+    """The SDXL pipeline's (first) tokenizer and its window, loaded without transformers."""
+    return load_tokenizer(settings.SDXL_TOKENIZER_PATH)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path):
+    """A `tokenizers.Tokenizer` from tokenizer.json, or a CLIP BPE from vocab.json + merges.txt."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    window = int(config.get("model_max_length") or 77)
+    window = min(window, 77)  # "infinite" sentinels in some configs
+    if (path / "tokenizer.json").exists():
+        return Tokenizer.from_file(str(path / "tokenizer.json")), window
+    if (path / "vocab.json").exists() and (path / "merges.txt").exists():
+        return _clip_bpe(path), window
+    raise FileNotFoundError(f"No SDXL tokenizer at {path} (expected tokenizer.json, or vocab.json and "
+                            "merges.txt); set SDXL_TOKENIZER_PATH or run `manage.py setup`.")
+
+
+def _clip_bpe(path):
+    """CLIP's byte-level BPE as transformers' CLIPTokenizerFast builds it from the slow files."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+
+    model = BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"),
+                          continuing_subword_prefix="", end_of_word_suffix="</w>",
+                          unk_token="<|endoftext|>", fuse_unk=False)
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer

@@ -1,0 +1,49 @@
+"""Reference images users upload: validated as real images, size-limited, kept in storage."""
+
+import hashlib
+import io
+
+from django.conf import settings
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from . import storage
+from .models import ReferenceImage
+
+FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
+
+
+class InvalidReference(Exception):
+    pass
+
+
+def save_reference(user, upload):
+    """Check an uploaded file and store it as the user's ReferenceImage."""
+    if upload.size > settings.REFERENCE_MAX_BYTES:
+        raise InvalidReference(f"The file is {upload.size} bytes; the limit is {settings.REFERENCE_MAX_BYTES}.")
+    data = upload.read()
+    try:
+        with PILImage.open(io.BytesIO(data)) as probe:
+            probe.verify()  # catches truncated and corrupt files
+        with PILImage.open(io.BytesIO(data)) as image:
+            width, height, fmt = image.width, image.height, image.format
+    except (UnidentifiedImageError, OSError, SyntaxError, PILImage.DecompressionBombError) as exc:
+        raise InvalidReference(f"Not a readable image: {exc}") from exc
+    if fmt not in FORMATS:
+        raise InvalidReference(f"{fmt} images are not accepted; use PNG, JPEG or WebP.")
+    if width * height > settings.REFERENCE_MAX_PIXELS:
+        raise InvalidReference(f"The image is {width}×{height}; at most {settings.REFERENCE_MAX_PIXELS} pixels.")
+    extension, mime = FORMATS[fmt]
+    name = f"{user.pk}/{hashlib.sha256(data).hexdigest()[:32]}.{extension}"
+    existing = ReferenceImage.objects.filter(user=user, path=name).first()
+    if existing:  # same bytes uploaded again: one file, one row
+        return existing
+    storage.get_storage().put(ReferenceImage.BUCKET, name, data)
+    return ReferenceImage.objects.create(user=user, path=name, content_type=mime, width=width, height=height,
+                                         size_bytes=len(data), original_name=getattr(upload, "name", "")[:255])
+
+
+def load_reference(reference):
+    """The stored reference as an RGB PIL image (read by workers from storage, never from a URL)."""
+    data = storage.get_storage().get(ReferenceImage.BUCKET, reference.path)
+    return PILImage.open(io.BytesIO(data)).convert("RGB")

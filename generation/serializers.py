@@ -1,0 +1,144 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+
+from . import capabilities, job_types, storage
+from .models import Image, Job, ReferenceImage, ReferenceType, Video
+
+MAX_SEED = 2**32 - 1
+ASPECT_RATIOS = ("1:1", "16:9", "9:16")
+
+
+class UserReferenceField(serializers.PrimaryKeyRelatedField):
+    """A ReferenceImage id; another user's id reads as "does not exist"."""
+
+    def get_queryset(self):
+        return ReferenceImage.objects.filter(user=self.context["user"])
+
+
+class JobRequestSerializer(serializers.Serializer):
+    """What a client may ask for when submitting a job."""
+
+    job_type = serializers.ChoiceField(choices=list(job_types.JOB_TYPES))
+    prompt = serializers.CharField(max_length=2000, trim_whitespace=True)
+    negative_prompt = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    num_images = serializers.IntegerField(required=False, default=1)
+    seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
+                                    max_value=MAX_SEED)
+    aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, required=False, allow_blank=True, default="")
+    reference_image = UserReferenceField(required=False, allow_null=True, default=None)
+    reference_type = serializers.ChoiceField(choices=ReferenceType.choices, required=False, allow_blank=True,
+                                             default="")
+    reference_strength = serializers.FloatField(required=False, default=0.7, min_value=0.1, max_value=1.0)
+
+    def validate(self, data):
+        errors = {}
+        jt = job_types.JOB_TYPES[data["job_type"]]
+        if data["num_images"] not in job_types.NUM_IMAGES_CHOICES:
+            errors["num_images"] = ["Must be 1, 3 or 6."]
+        elif data["num_images"] != 1 and not jt.batched:
+            errors["num_images"] = [f"{jt.name} makes one {jt.kind} per job; only SDXL types make 3 or 6."]
+        if data["reference_image"] and not data["reference_type"]:
+            errors["reference_type"] = ["Required with reference_image: style, composition or character."]
+        elif data["reference_type"] and not data["reference_image"]:
+            errors["reference_image"] = ["Required with reference_type."]
+        elif data["reference_image"]:
+            supported = capabilities.reference_types(jt)
+            if data["reference_type"] not in supported:
+                errors["reference_type"] = [capabilities.why_not(jt, data["reference_type"])]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
+
+
+def absolute(url, request):
+    return request.build_absolute_uri(url) if request is not None and url.startswith("/") else url
+
+
+def signed_url(bucket, name, request=None):
+    return absolute(storage.get_storage().url(bucket, name, settings.SIGNED_URL_TTL), request)
+
+
+class AssetSerializer(serializers.ModelSerializer):
+    job_type = serializers.CharField(source="job.job_type", read_only=True)
+    url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    def get_url(self, asset):
+        return signed_url(asset.bucket, asset.path, self.context.get("request"))
+
+    def get_thumbnail_url(self, asset):
+        return signed_url(asset.bucket, asset.thumbnail_path, self.context.get("request"))
+
+
+class ImageSerializer(AssetSerializer):
+    class Meta:
+        model = Image
+        fields = ["id", "job", "job_type", "image_index", "prompt", "title", "seed", "status", "quality",
+                  "format", "width", "height", "size_bytes", "url", "thumbnail_url", "metadata", "created_at"]
+
+
+class VideoSerializer(AssetSerializer):
+    class Meta:
+        model = Video
+        fields = ["id", "job", "job_type", "prompt", "title", "status", "quality", "format", "width", "height",
+                  "duration", "fps", "frame_count", "size_bytes", "url", "signed_url_expires_at",
+                  "thumbnail_url", "metadata", "created_at"]
+
+    def get_url(self, video):
+        """Reuse the stored signed URL while it has a while to live; sign a new one otherwise."""
+        now = timezone.now()
+        if not video.signed_url or not video.signed_url_expires_at or \
+                video.signed_url_expires_at < now + timedelta(seconds=settings.SIGNED_URL_TTL / 2):
+            video.signed_url = storage.get_storage().url(video.bucket, video.path, settings.SIGNED_URL_TTL)
+            video.signed_url_expires_at = now + timedelta(seconds=settings.SIGNED_URL_TTL)
+            Video.objects.filter(pk=video.pk).update(signed_url=video.signed_url,
+                                                     signed_url_expires_at=video.signed_url_expires_at)
+        return absolute(video.signed_url, self.context.get("request"))
+
+
+class JobSerializer(serializers.ModelSerializer):
+    queue_position = serializers.SerializerMethodField()
+    expected_generation_seconds = serializers.FloatField(source="expected_seconds", read_only=True)
+    duration = serializers.FloatField(read_only=True)
+    images = serializers.SerializerMethodField()
+    video = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "job_type", "status", "queue", "queue_position", "format", "quality", "model_type",
+            "prompt", "enhanced_prompt", "negative_prompt", "seed", "num_images", "aspect_ratio", "width",
+            "height", "steps", "guidance", "frames", "reference_image", "reference_type",
+            "reference_strength", "expected_generation_seconds", "credits", "progress", "current_step",
+            "total_steps", "error_message", "metadata", "retry_of", "created_at", "started_at",
+            "completed_at", "duration", "images", "video",
+        ]
+
+    def get_queue_position(self, job):
+        return job.queue_position()
+
+    def get_images(self, job):
+        if job.format != "png":
+            return []
+        return ImageSerializer(job.images.order_by("image_index"), many=True, context=self.context).data
+
+    def get_video(self, job):
+        video = Video.objects.filter(job=job).first() if job.format == "mp4" else None
+        return VideoSerializer(video, context=self.context).data if video else None
+
+
+class ReferenceImageSerializer(serializers.ModelSerializer):
+    file = serializers.FileField(write_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReferenceImage
+        fields = ["id", "file", "original_name", "content_type", "width", "height", "size_bytes", "url",
+                  "created_at"]
+        read_only_fields = ["original_name", "content_type", "width", "height", "size_bytes", "created_at"]
+
+    def get_url(self, ref):
+        return signed_url(ReferenceImage.BUCKET, ref.path, self.context.get("request"))

@@ -1,0 +1,113 @@
+"""Turning a validated request into a queued Job and its Celery task; cancel and retry."""
+
+import logging
+import secrets
+
+from django.db import IntegrityError, transaction
+
+from ourvidz.celery import app as celery_app
+
+from . import job_types, negative_prompts
+from .models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1
+
+
+class InvalidJob(Exception):
+    """Bad input; `errors` maps each field to its messages, as DRF does."""
+
+    def __init__(self, errors):
+        super().__init__(errors)
+        self.errors = errors
+
+
+class QueueUnavailable(Exception):
+    """The broker refused the task; the job was marked failed."""
+
+
+def new_seed():
+    """A seed from the OS's secure random source (clock-based seeds collide within a second)."""
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def submit(user, data, idempotency_key=None):
+    """Validate `data`, record the job and queue its task after commit. Returns (job, created)."""
+    from .serializers import JobRequestSerializer
+
+    if idempotency_key:
+        existing = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    request = JobRequestSerializer(data=data, context={"user": user})
+    if not request.is_valid():
+        raise InvalidJob(request.errors)
+    job = build_job(user, **request.validated_data)
+    job.idempotency_key = idempotency_key or None
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            transaction.on_commit(lambda: dispatch(job))
+    except IntegrityError:
+        # A concurrent retry with the same key won the insert.
+        if idempotency_key:
+            existing = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+            if existing:
+                return existing, False
+        raise
+    return job, True
+
+
+def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=None, aspect_ratio="",
+              reference_image=None, reference_type="", reference_strength=None, retry_of=None):
+    """An unsaved Job with everything the worker needs: size, steps, seed, negative prompt."""
+    jt = job_types.get(job_type)
+    params = job_types.render_params(jt, aspect_ratio or None)
+    metadata = {"user_negative_prompt": negative_prompt}
+    if jt.pool == "sdxl":
+        built = negative_prompts.build(prompt, negative_prompt)
+        metadata.update(multi_party=built.multi_party, negative_terms_dropped=built.dropped)
+        negative_prompt = built.text
+    return Job(
+        user=user, job_type=jt.name, format=jt.format, quality=jt.quality, model_type=jt.model_type,
+        queue=jt.queue, status=JobStatus.QUEUED, prompt=prompt, negative_prompt=negative_prompt,
+        seed=new_seed() if seed is None else seed, num_images=num_images, aspect_ratio=aspect_ratio or "",
+        width=params["width"], height=params["height"], steps=params["steps"], guidance=params["guidance"],
+        frames=params["frames"], reference_image=reference_image, reference_type=reference_type or "",
+        reference_strength=reference_strength if reference_image else None,
+        expected_seconds=jt.expected_total(num_images), credits=jt.credits, metadata=metadata,
+        retry_of=retry_of,
+    )
+
+
+def dispatch(job):
+    """Send the job's task by name to its pool's queue; the web tier never imports the pools."""
+    jt = job.type
+    try:
+        celery_app.send_task(jt.task, args=[str(job.pk)], queue=jt.queue,
+                             soft_time_limit=jt.time_limit(job.num_images),
+                             time_limit=jt.hard_time_limit(job.num_images))
+    except Exception as exc:
+        log.exception("could not queue job %s", job.pk)
+        Job.move(job.pk, JobStatus.FAILED, error_message=f"Could not be queued: {exc}")
+        raise QueueUnavailable(str(exc)) from exc
+
+
+def cancel(job):
+    """Cancel a queued or running job; a running one stops at its next step. True if it moved."""
+    return Job.move(job.pk, JobStatus.CANCELLED)
+
+
+def retry(job):
+    """Queue a new job with the same parameters as `job`, pointing back at it."""
+    new = build_job(
+        job.user, job.job_type, job.prompt, negative_prompt=job.metadata.get("user_negative_prompt", ""),
+        num_images=job.num_images, seed=job.seed, aspect_ratio=job.aspect_ratio,
+        reference_image=job.reference_image, reference_type=job.reference_type,
+        reference_strength=job.reference_strength, retry_of=job,
+    )
+    with transaction.atomic():
+        new.save(force_insert=True)
+        transaction.on_commit(lambda: dispatch(new))
+    return new

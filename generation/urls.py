@@ -1,0 +1,18 @@
+from django.urls import include, path
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+router = DefaultRouter()
+router.register("jobs", views.JobViewSet, basename="job")
+router.register("images", views.ImageViewSet, basename="image")
+router.register("videos", views.VideoViewSet, basename="video")
+router.register("references", views.ReferenceImageViewSet, basename="reference")
+
+api = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("job-types/", views.JobTypesView.as_view(), name="job-types"),
+    path("queues/", views.QueuesView.as_view(), name="queues"),
+    path("", include(router.urls)),
+]

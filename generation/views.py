@@ -1,0 +1,164 @@
+"""The JSON API (DRF) plus the health check and signed local media. Thin: logic lives in modules."""
+
+from dataclasses import asdict
+
+from django.db import connection, transaction
+from django.http import FileResponse, Http404, JsonResponse
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import brokers, job_types, queues, references, storage, submission
+from .models import Image, Job, ReferenceImage, Video
+from .serializers import (ImageSerializer, JobRequestSerializer, JobSerializer, ReferenceImageSerializer,
+                          VideoSerializer)
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+
+    def get_queryset(self):
+        jobs = Job.objects.filter(user=self.request.user).prefetch_related("images")
+        for name in ("status", "job_type", "queue"):
+            if self.request.query_params.get(name):
+                jobs = jobs.filter(**{name: self.request.query_params[name]})
+        return jobs
+
+    @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer, 200: JobSerializer},
+                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)])
+    def create(self, request):
+        """Queue a generation job. The same Idempotency-Key returns the first job instead of a second."""
+        try:
+            job, created = submission.submit(request.user, request.data,
+                                              request.headers.get("Idempotency-Key"))
+        except submission.InvalidJob as exc:
+            raise ValidationError(exc.errors) from exc
+        except submission.QueueUnavailable:
+            return Response({"detail": "The job queue is unavailable; try again shortly."},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(self.get_serializer(job).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued job (it never runs) or a running one (it stops at its next step)."""
+        job = self.get_object()
+        if not submission.cancel(job):
+            return Response({"detail": f"The job is already {job.status}."}, status=status.HTTP_409_CONFLICT)
+        job.refresh_from_db()
+        return Response(self.get_serializer(job).data)
+
+
+class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                   viewsets.GenericViewSet):
+    """Images or videos of the requesting user, filterable by job_type and status."""
+
+    model = None
+
+    def get_queryset(self):
+        assets = self.model.objects.filter(user=self.request.user).select_related("job")
+        if self.request.query_params.get("job_type"):
+            assets = assets.filter(job__job_type=self.request.query_params["job_type"])
+        if self.request.query_params.get("status"):
+            assets = assets.filter(status=self.request.query_params["status"])
+        return assets
+
+    def perform_destroy(self, asset):
+        """Delete the row, then its file and thumbnail once the deletion is committed."""
+        files = [(asset.bucket, asset.path), (asset.bucket, asset.thumbnail_path)]
+        with transaction.atomic():
+            asset.delete()
+            transaction.on_commit(lambda: [storage.get_storage().delete(b, n) for b, n in files if n])
+
+
+class ImageViewSet(AssetViewSet):
+    model = Image
+    serializer_class = ImageSerializer
+
+
+class VideoViewSet(AssetViewSet):
+    model = Video
+    serializer_class = VideoSerializer
+
+
+class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                            mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    serializer_class = ReferenceImageSerializer
+
+    def get_queryset(self):
+        return ReferenceImage.objects.filter(user=self.request.user)
+
+    def create(self, request):
+        """Upload a reference image (PNG, JPEG or WebP, size-limited) as multipart field `file`."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            ref = references.save_reference(request.user, serializer.validated_data["file"])
+        except references.InvalidReference as exc:
+            raise ValidationError({"file": [str(exc)]}) from exc
+        return Response(self.get_serializer(ref).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, ref):
+        with transaction.atomic():
+            ref.delete()
+            transaction.on_commit(lambda: storage.get_storage().delete(ReferenceImage.BUCKET, ref.path))
+
+
+class JobTypesView(APIView):
+    def get(self, request):
+        """The ten job types with their parameters in this server's profile."""
+        rows = []
+        for jt in job_types.JOB_TYPES.values():
+            rows.append({
+                **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
+                "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
+                "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
+            })
+        return Response(rows)
+
+
+class QueuesView(APIView):
+    def get(self, request):
+        """Per queue: length, workers online, average wait, jobs per hour and error rate (last hour)."""
+        return Response(queues.queue_stats())
+
+
+@require_GET
+def healthz(request):
+    """200 when the database, the broker and storage all answer; 503 naming what does not."""
+    checks = {}
+    for name, probe in (("database", _check_database), ("broker", lambda: brokers.client().ping()),
+                        ("storage", lambda: storage.get_storage().check())):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {exc}"
+    healthy = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+
+
+def _check_database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+@require_GET
+def media(request, bucket, name):
+    """Serve a locally stored file behind a signed URL that has not expired."""
+    backend = storage.get_storage()
+    if not isinstance(backend, storage.LocalStorage) or not backend.verify(
+            bucket, name, request.GET.get("expires"), request.GET.get("signature")):
+        raise Http404
+    try:
+        path = backend.file_path(bucket, name)
+    except ValueError as exc:
+        raise Http404 from exc
+    if not path.is_file():
+        raise Http404
+    return FileResponse(path.open("rb"), content_type=storage.content_type(name))

@@ -1,0 +1,13 @@
+"""The Celery application shared by the web tier (which only sends by task name) and the workers."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ourvidz.settings")
+
+app = Celery("ourvidz")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Finds generation.tasks (housekeeping). The pools' tasks are imported only by their own
+# workers (`celery worker --include sdxl_tasks.tasks`), so no process loads both pipelines.
+app.autodiscover_tasks()
