@@ -1,10 +1,12 @@
 """Receivers that turn a worker's job_completed / job_failed signals into rows."""
 
 from django.db import transaction
+from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from .models import Image, Job, JobStatus, Video
+from . import storage
+from .models import Image, Job, JobStatus, ReferenceImage, Video
 from .signals import job_completed, job_failed
 
 
@@ -47,3 +49,17 @@ def record_failure(sender, job, error, metadata, fields, **kwargs):
         locked = Job.objects.select_for_update().get(pk=job.pk)
         Job.move(locked.pk, JobStatus.FAILED, error_message=error, completed_at=timezone.now(),
                  metadata={**locked.metadata, **metadata}, **fields)
+
+
+@receiver(post_delete, sender=Image)
+@receiver(post_delete, sender=Video)
+@receiver(post_delete, sender=ReferenceImage)
+def delete_files(sender, instance, **kwargs):
+    """Remove a deleted row's files once the deletion commits (API, admin and cascades alike)."""
+    if sender is ReferenceImage:
+        if ReferenceImage.objects.filter(path=instance.path).exists():
+            return  # the same upload is still referenced by another row
+        files = [(ReferenceImage.BUCKET, instance.path)]
+    else:
+        files = [(instance.bucket, instance.path), (instance.bucket, instance.thumbnail_path)]
+    transaction.on_commit(lambda: [storage.get_storage().delete(bucket, name) for bucket, name in files if name])

@@ -70,6 +70,8 @@ class AssetSerializer(serializers.ModelSerializer):
         return signed_url(asset.bucket, asset.path, self.context.get("request"))
 
     def get_thumbnail_url(self, asset):
+        if not asset.thumbnail_path:
+            return None
         return signed_url(asset.bucket, asset.thumbnail_path, self.context.get("request"))
 
 

@@ -2,7 +2,7 @@
 
 from dataclasses import asdict
 
-from django.db import connection, transaction
+from django.db import connection
 from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -67,13 +67,7 @@ class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
         if self.request.query_params.get("status"):
             assets = assets.filter(status=self.request.query_params["status"])
         return assets
-
-    def perform_destroy(self, asset):
-        """Delete the row, then its file and thumbnail once the deletion is committed."""
-        files = [(asset.bucket, asset.path), (asset.bucket, asset.thumbnail_path)]
-        with transaction.atomic():
-            asset.delete()
-            transaction.on_commit(lambda: [storage.get_storage().delete(b, n) for b, n in files if n])
+    # Deleting a row deletes its files too: see generation.receivers.delete_files.
 
 
 class ImageViewSet(AssetViewSet):
@@ -102,11 +96,6 @@ class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixi
         except references.InvalidReference as exc:
             raise ValidationError({"file": [str(exc)]}) from exc
         return Response(self.get_serializer(ref).data, status=status.HTTP_201_CREATED)
-
-    def perform_destroy(self, ref):
-        with transaction.atomic():
-            ref.delete()
-            transaction.on_commit(lambda: storage.get_storage().delete(ReferenceImage.BUCKET, ref.path))
 
 
 class JobTypesView(APIView):

@@ -112,8 +112,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
-# Served by WhiteNoise straight from the apps, so no collectstatic step is needed.
+# Served by WhiteNoise straight from the apps, so no collectstatic step is needed; set STATIC_ROOT
+# only to collect them for another web server.
+STATIC_ROOT = env("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 

@@ -1,0 +1,38 @@
+# `make run` brings the whole stack up on embedded defaults; `make test` runs the suite.
+PYTHON ?= python3.11
+VENV ?= .venv
+# The CPU wheel; set TORCH_SPEC (e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128") for CUDA.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+SERVICES := $(BIN)/python -m ourvidz.services --
+
+.PHONY: install run test bench-core manage lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned, so that the workers extra does not pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[workers,dev]'
+	touch $@
+
+run: install
+	$(SERVICES) sh -c 'python manage.py setup && exec honcho start'
+
+test: install
+	$(SERVICES) python -m pytest $(ARGS)
+
+bench-core: install
+	$(SERVICES) python deploy/bench_core.py $(ARGS)
+
+manage: install
+	$(SERVICES) python manage.py $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var

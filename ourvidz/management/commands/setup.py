@@ -1,0 +1,50 @@
+"""Prepare a machine to run the stack: migrate, build the development models, create an admin."""
+
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Migrate, build the tiny development models where no real model paths are set, create an admin."
+
+    def handle(self, *args, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        self.build_dev_models()
+        self.ensure_admin()
+
+    def build_dev_models(self):
+        # Imported here: only this command and the workers need torch, never the web process.
+        from sdxl_tasks import devmodel
+        from wan_tasks import devmodels
+
+        builders = [
+            ("SDXL_MODEL_PATH", settings.SDXL_MODEL_PATH, devmodel.build),
+            ("WAN_MODEL_PATH", settings.WAN_MODEL_PATH, devmodels.build_wan),
+            ("ENHANCER_MODEL_PATH", settings.ENHANCER_MODEL_PATH, devmodels.build_enhancer),
+        ]
+        for name, path, build in builders:
+            path = Path(path)
+            if path.exists():
+                continue
+            if os.environ.get(name):
+                raise CommandError(f"{name} is set to {path}, which does not exist.")
+            self.stdout.write(f"Building the tiny development model for {name} in {path} ...")
+            build(path)
+
+    def ensure_admin(self):
+        User = get_user_model()
+        if User.objects.filter(is_superuser=True).exists():
+            return
+        username = os.environ.get("OURVIDZ_ADMIN_USER", "admin")
+        password = os.environ.get("OURVIDZ_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        User.objects.create_superuser(username, email="", password=password)
+        self.stdout.write(self.style.SUCCESS(
+            f"Created the admin user. Log in at http://127.0.0.1:8000/admin/ as {username} / {password}\n"
+            f"(change it with `make manage ARGS='changepassword {username}'`)."
+        ))

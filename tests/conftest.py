@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny development models, worker environment and real Celery worker processes.
+
+Run through `make test`, which provides PostgreSQL and Redis (embedded unless DATABASE_URL /
+REDIS_URL are set). Worker processes are started from the Procfile exactly as `make run` starts
+them, against the test database.
+"""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from helpers import Stack, pools_online, worker_env
+
+from generation import brokers, negative_prompts, storage, workers
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels.py"]
+POOL_QUEUES = ["sdxl_queue", "wan_queue", "maintenance"]
+
+
+def _models_dir():
+    """Tiny models are cached per version of their builders: a change rebuilds them."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in BUILDERS if p.exists())).hexdigest()[:12]
+    return ROOT / "var" / "test-models" / digest
+
+
+@pytest.fixture(scope="session")
+def models_dir():
+    """A folder holding the tiny SDXL, WAN and enhancer models, built once."""
+    path = _models_dir()
+    paths = {"sdxl": path / "sdxl", "wan": path / "wan", "enhancer": path / "enhancer"}
+    if not all(p.exists() for p in paths.values()):
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"])], check=True,
+                       cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "wan_tasks.devmodels", str(paths["wan"]),
+                        str(paths["enhancer"])], check=True, cwd=ROOT)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_settings(models_dir, media_root):
+    """Point this process at the tiny models and a private media folder, like the workers."""
+    overrides = override_settings(
+        SDXL_MODEL_PATH=str(models_dir["sdxl"]), SDXL_TOKENIZER_PATH=str(models_dir["sdxl"] / "tokenizer"),
+        WAN_MODEL_PATH=str(models_dir["wan"]), ENHANCER_MODEL_PATH=str(models_dir["enhancer"]),
+        MEDIA_ROOT=media_root, STORAGE_BACKEND="local", OURVIDZ_PROFILE="dev",
+    )
+    overrides.enable()
+    storage._storage.cache_clear()
+    negative_prompts.load_tokenizer.cache_clear()
+    yield
+    overrides.disable()
+    storage._storage.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One real Celery worker per pool (honcho + Procfile), against the test database."""
+    with django_db_blocker.unblock():
+        client = brokers.client()
+        client.delete(*POOL_QUEUES)
+        for key in client.scan_iter(workers.KEY_PREFIX + "*"):
+            client.delete(key)
+        stack = Stack(["sdxl", "wan"], worker_env(), tmp_path_factory.mktemp("logs") / "workers.log")
+        try:
+            stack.wait_for(pools_online, 120, "both worker pools")
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture
+def live_workers(worker_processes, transactional_db):
+    """Tests that use workers need committed rows: run them with a transactional database."""
+    return worker_processes

@@ -1,0 +1,95 @@
+"""Plain helpers for tests that run project processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.db import connection
+
+from generation import workers
+from generation.models import Job
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url_for_tests():
+    """DATABASE_URL naming the test database that pytest-django created."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+def worker_env(**extra):
+    """Environment for project processes: the test database, the tiny models, this media folder."""
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": database_url_for_tests(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "SDXL_MODEL_PATH": settings.SDXL_MODEL_PATH,
+        "SDXL_TOKENIZER_PATH": settings.SDXL_TOKENIZER_PATH,
+        "WAN_MODEL_PATH": settings.WAN_MODEL_PATH,
+        "ENHANCER_MODEL_PATH": settings.ENHANCER_MODEL_PATH,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "STORAGE_BACKEND": settings.STORAGE_BACKEND,
+        "OURVIDZ_PROFILE": "dev",
+        "PROGRESS_INTERVAL": "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Stack:
+    """Processes from the Procfile run by honcho, as `make run` runs them."""
+
+    def __init__(self, names, env, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"), "start", *names],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def output(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def wait_for(self, condition, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"honcho exited while waiting for {what}:\n{self.output()[-4000:]}")
+            if condition():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"timed out waiting for {what}:\n{self.output()[-4000:]}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C does to `make run`
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def pools_online(queues=("sdxl_queue", "wan_queue")):
+    served = {q for w in workers.online() for q in w.get("queues", [])}
+    return all(q in served for q in queues)
+
+
+def wait_for_job(job_id, timeout=60, statuses=("completed", "failed", "cancelled")):
+    """Poll the database until the job reaches one of `statuses`; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")

@@ -1,0 +1,248 @@
+"""The jobs API without workers: validation, scoping, idempotency, cancel, job types, health."""
+
+import io
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from PIL import Image as PILImage
+from rest_framework.test import APIClient
+
+from generation import job_types
+from generation.models import Image, Job, JobStatus, ReferenceImage
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def other():
+    return get_user_model().objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def api(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def post_job(api, capture, headers=None, **data):
+    """POST a job, running the after-commit dispatch; returns (response, task ids sent)."""
+    with capture(execute=True) as callbacks:
+        response = api.post("/api/jobs/", data, format="json", headers=headers or {})
+    return response, callbacks
+
+
+def png_bytes(size=(40, 30), color=(200, 10, 10)):
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_token_auth(user):
+    client = APIClient()
+    response = client.post("/api/auth/token/", {"username": "alice", "password": "pw-alice-123"})
+    assert response.status_code == 200
+    client.credentials(HTTP_AUTHORIZATION="Token " + response.json()["token"])
+    assert client.get("/api/jobs/").status_code == 200
+    assert APIClient().get("/api/jobs/").status_code in (401, 403)
+
+
+def test_submit_sdxl_job(api, django_capture_on_commit_callbacks):
+    response, callbacks = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
+                                   prompt="two women on a beach", num_images=3, negative_prompt="blurry")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["queue"] == "sdxl_queue"
+    assert 0 <= body["seed"] <= 2**32 - 1
+    assert body["queue_position"] >= 1
+    assert body["expected_generation_seconds"] == 3 * job_types.get("sdxl_image_fast").expected_seconds
+    assert "bad anatomy" in body["negative_prompt"] and "wrong number of people" in body["negative_prompt"]
+    assert body["negative_prompt"].endswith("blurry")
+    assert len(callbacks) == 1  # one task, sent after commit
+    job = Job.objects.get(pk=body["id"])
+    assert (job.width, job.height, job.steps) == (64, 64, 3)  # dev profile, from the table
+
+
+def test_wan_job_carries_no_generated_negative(api, django_capture_on_commit_callbacks):
+    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="two cats",
+                           negative_prompt="static")
+    assert response.status_code == 201
+    assert response.json()["negative_prompt"] == "static"
+    assert response.json()["frames"] == 9 and response.json()["queue"] == "wan_queue"
+
+
+def test_seed_zero_is_kept_and_absent_seeds_differ(api, django_capture_on_commit_callbacks):
+    zero, _ = post_job(api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x", seed=0)
+    assert zero.json()["seed"] == 0
+    seeds = {post_job(api, django_capture_on_commit_callbacks, job_type="image_fast",
+                      prompt="x")[0].json()["seed"] for _ in range(20)}
+    assert len(seeds) == 20  # drawn from a secure source, not the clock
+
+
+def test_aspect_ratio_picks_the_pool_size(api, django_capture_on_commit_callbacks, settings):
+    settings.OURVIDZ_PROFILE = "production"
+    sdxl, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_high", prompt="x",
+                       aspect_ratio="16:9")
+    wan, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_high", prompt="x",
+                      aspect_ratio="1:1")
+    default, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x")
+    assert (sdxl.json()["width"], sdxl.json()["height"], sdxl.json()["steps"]) == (1344, 768, 25)
+    assert (wan.json()["width"], wan.json()["height"], wan.json()["frames"]) == (624, 624, 81)
+    assert (default.json()["width"], default.json()["height"]) == (480, 832)
+
+
+BAD_INPUTS = [
+    ({"prompt": "x"}, "job_type"),
+    ({"job_type": "nope", "prompt": "x"}, "job_type"),
+    ({"job_type": "sdxl_image_fast"}, "prompt"),
+    ({"job_type": "sdxl_image_fast", "prompt": "   "}, "prompt"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x" * 2001}, "prompt"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "num_images": 2}, "num_images"),
+    ({"job_type": "video_fast", "prompt": "x", "num_images": 3}, "num_images"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "seed": -1}, "seed"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "seed": 2**32}, "seed"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "seed": "abc"}, "seed"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "aspect_ratio": "4:3"}, "aspect_ratio"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "reference_type": "style"}, "reference_image"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "reference_image": 999999,
+      "reference_type": "composition"}, "reference_image"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "reference_strength": 0.05}, "reference_strength"),
+    ({"job_type": "sdxl_image_fast", "prompt": "x", "reference_strength": 1.5}, "reference_strength"),
+]
+
+
+@pytest.mark.parametrize(("data", "field"), BAD_INPUTS)
+def test_bad_input_is_400_naming_the_field_and_creates_nothing(api, django_capture_on_commit_callbacks,
+                                                               data, field):
+    response, callbacks = post_job(api, django_capture_on_commit_callbacks, **data)
+    assert response.status_code == 400
+    assert field in response.json(), response.json()
+    assert Job.objects.count() == 0
+    assert callbacks == []  # no task was sent
+
+
+def test_several_bad_fields_are_all_named(api, django_capture_on_commit_callbacks):
+    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="",
+                           seed=-5, num_images=4)
+    assert response.status_code == 400
+    assert {"prompt", "seed"} <= set(response.json())
+
+
+def test_reference_image_rules(api, user, other, django_capture_on_commit_callbacks):
+    ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
+                                        height=8, size_bytes=10)
+    theirs = ReferenceImage.objects.create(user=other, path="2/b.png", content_type="image/png", width=8,
+                                           height=8, size_bytes=10)
+    ok, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+                     reference_image=ref.pk, reference_type="composition")
+    assert ok.status_code == 201 and ok.json()["reference_strength"] == 0.7
+    for data, field in [
+        ({"reference_image": theirs.pk, "reference_type": "composition"}, "reference_image"),
+        ({"reference_image": ref.pk, "reference_type": "style"}, "reference_type"),
+        ({"reference_image": ref.pk}, "reference_type"),
+    ]:
+        response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
+                               prompt="x", **data)
+        assert response.status_code == 400 and field in response.json()
+    wan, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x",
+                      reference_image=ref.pk, reference_type="composition")
+    assert wan.status_code == 400 and "image-to-video" in wan.json()["reference_type"][0]
+    assert Job.objects.count() == 1
+
+
+def test_idempotency_key_returns_the_first_job(api, other, django_capture_on_commit_callbacks):
+    headers = {"Idempotency-Key": "retry-123"}
+    first, sent_first = post_job(api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
+                                 prompt="a")
+    again, sent_again = post_job(api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
+                                 prompt="a")
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert len(sent_first) == 1 and sent_again == []
+    # Keys are per user.
+    bob = APIClient()
+    bob.force_authenticate(other)
+    theirs, _ = post_job(bob, django_capture_on_commit_callbacks, headers, job_type="image_fast", prompt="a")
+    assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+
+
+def test_other_users_get_404(api, user, other, django_capture_on_commit_callbacks):
+    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x")
+    job = Job.objects.get(pk=response.json()["id"])
+    image = Image.objects.create(user=user, job=job, prompt="x", bucket="sdxl-image-fast", image_path="a.png",
+                                 quality="fast", format="png", width=8, height=8)
+    bob = APIClient()
+    bob.force_authenticate(other)
+    assert bob.get(f"/api/jobs/{job.pk}/").status_code == 404
+    assert bob.post(f"/api/jobs/{job.pk}/cancel/").status_code == 404
+    assert bob.get(f"/api/images/{image.pk}/").status_code == 404
+    assert bob.delete(f"/api/images/{image.pk}/").status_code == 404
+    assert bob.get("/api/jobs/").json()["count"] == 0
+    assert bob.get("/api/images/").json()["count"] == 0
+    assert Image.objects.filter(pk=image.pk).exists()
+    assert api.get(f"/api/jobs/{job.pk}/").status_code == 200
+
+
+def test_cancel_queued_job(api, django_capture_on_commit_callbacks):
+    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x")
+    job_id = response.json()["id"]
+    cancelled = api.post(f"/api/jobs/{job_id}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert api.post(f"/api/jobs/{job_id}/cancel/").status_code == 409
+    # Status only moves forward.
+    assert not Job.move(job_id, JobStatus.PROCESSING)
+    assert not Job.move(job_id, JobStatus.QUEUED)
+
+
+def test_queue_position_counts_jobs_ahead(api, django_capture_on_commit_callbacks):
+    positions = [post_job(api, django_capture_on_commit_callbacks, job_type="video_fast",
+                          prompt="x")[0].json()["queue_position"] for _ in range(3)]
+    assert positions == [1, 2, 3]
+
+
+def test_job_types_endpoint(api):
+    rows = api.get("/api/job-types/").json()
+    assert [r["name"] for r in rows] == list(job_types.JOB_TYPES)
+    sdxl = next(r for r in rows if r["name"] == "sdxl_image_high")
+    assert sdxl["steps"] == 25 and sdxl["num_images"] == [1, 3, 6] and sdxl["bucket"] == "sdxl-image-high"
+    video = next(r for r in rows if r["name"] == "video7b_high_enhanced")
+    assert video["frames"] == 81 and video["enhanced"] and video["queue"] == "wan_queue"
+
+
+def test_reference_upload_validates_images(api):
+    ok = api.post("/api/references/", {"file": io.BytesIO(png_bytes())}, format="multipart")
+    assert ok.status_code == 201, ok.content
+    assert (ok.json()["width"], ok.json()["height"]) == (40, 30)
+    assert api.get(ok.json()["url"]).status_code == 200
+    not_image = api.post("/api/references/", {"file": io.BytesIO(b"not an image at all")}, format="multipart")
+    assert not_image.status_code == 400 and "file" in not_image.json()
+    truncated = api.post("/api/references/", {"file": io.BytesIO(png_bytes()[:60])}, format="multipart")
+    assert truncated.status_code == 400 and "file" in truncated.json()
+
+
+def test_reference_upload_size_limit(api, settings):
+    settings.REFERENCE_MAX_BYTES = 100
+    response = api.post("/api/references/", {"file": io.BytesIO(png_bytes((200, 200)))}, format="multipart")
+    assert response.status_code == 400 and "limit" in response.json()["file"][0]
+    assert ReferenceImage.objects.count() == 0
+
+
+def test_healthz_reports_each_dependency(client, settings, tmp_path):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert json.loads(response.content) == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
+
+
+def test_openapi_schema_lists_the_endpoints(api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    paths = json.loads(response.content)["paths"]
+    for path in ["/api/jobs/", "/api/jobs/{id}/cancel/", "/api/images/", "/api/videos/", "/api/references/",
+                 "/api/job-types/", "/api/queues/"]:
+        assert path in paths, path
