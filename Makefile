@@ -26,7 +26,7 @@ test: install
 	$(SERVICES) python -m pytest $(ARGS)
 
 bench-core: install
-	$(SERVICES) python deploy/bench_core.py $(ARGS)
+	$(SERVICES) python tests/benchmarks/bench_core.py $(ARGS)
 
 manage: install
 	$(SERVICES) python manage.py $(ARGS)

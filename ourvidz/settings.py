@@ -191,6 +191,9 @@ CELERY_TASK_IGNORE_RESULT = True  # results go to the database through signals
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Pool children load their pipeline at start (worker_process_init); Celery's 4 s default would
+# kill a child loading real SDXL or WAN weights, over and over.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(env("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "300"))
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

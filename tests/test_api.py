@@ -2,9 +2,12 @@
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from django.contrib.auth import get_user_model
+from helpers import ROOT
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
@@ -246,3 +249,14 @@ def test_openapi_schema_lists_the_endpoints(api):
     for path in ["/api/jobs/", "/api/jobs/{id}/cancel/", "/api/images/", "/api/videos/", "/api/references/",
                  "/api/job-types/", "/api/queues/"]:
         assert path in paths, path
+
+
+def test_web_process_never_imports_torch():
+    code = (
+        "import sys, django; django.setup(); "
+        "from django.urls import get_resolver; get_resolver().url_patterns; import ourvidz.wsgi; "
+        "from generation import submission, views, admin, runtime, receivers, tasks; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

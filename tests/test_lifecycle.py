@@ -1,0 +1,164 @@
+"""The shared job runtime, signal receivers and housekeeping, with plain `generate` functions."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from PIL import Image as PILImage
+
+from generation import images, runtime, storage, submission, tasks
+from generation.models import Image, Job, JobStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("dave")
+
+
+def make_job(user, job_type="sdxl_image_fast", **kwargs):
+    job = submission.build_job(user, job_type, "a prompt", **kwargs)
+    job.save()
+    return job
+
+
+def render(colors):
+    """A `generate` that renders one flat image per colour, reporting each as a step."""
+    def generate(run):
+        outputs = []
+        for i, color in enumerate(colors):
+            run.step(i + 1, len(colors))
+            picture = PILImage.new("RGB", (run.job.width, run.job.height), color)
+            outputs.append(runtime.Output(images.encode_png(picture, "p"), "png", picture, picture.width,
+                                          picture.height, index=i, metadata={"seed": run.job.seed + i}))
+        run.metadata["sampler"] = "test"
+        return outputs
+    return generate
+
+
+def test_completed_job_gets_rows_files_and_timings(user):
+    job = make_job(user, num_images=3, seed=10)
+    runtime.run(job.pk, "sdxl", render(["red", "green", "blue"]))
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED and job.progress == 1.0 and job.attempts == 1
+    assert job.started_at <= job.completed_at
+    assert set(job.metadata["timings"]) == {"generate", "store"} and job.metadata["sampler"] == "test"
+    rows = list(job.images.order_by("image_index"))
+    assert [(r.image_index, r.seed, r.image_path) for r in rows] == [
+        (i, 10 + i, f"{user.pk}/{job.pk}_{i}.png") for i in range(3)]
+    backend = storage.get_storage()
+    assert all(backend.exists("sdxl-image-fast", r.image_path) for r in rows)
+    assert all(backend.exists("sdxl-image-fast", r.thumbnail_path) for r in rows)
+
+
+def test_rerun_of_a_redelivered_task_overwrites_instead_of_duplicating(user):
+    job = make_job(user, num_images=3)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.PROCESSING)  # its first worker died mid-job
+    runtime.run(job.pk, "sdxl", render(["red", "green", "blue"]))
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED and Image.objects.filter(job=job).count() == 3
+    # A duplicate delivery after completion does nothing.
+    runtime.run(job.pk, "sdxl", render(["black"]))
+    assert Image.objects.filter(job=job).count() == 3
+
+
+def test_exception_in_generate_fails_the_job_readably(user):
+    job = make_job(user)
+
+    def broken(run):
+        run.metadata["reached"] = True
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    runtime.run(job.pk, "sdxl", broken)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.completed_at
+    assert job.error_message == "Generation failed: RuntimeError: CUDA error: device-side assert triggered"
+    assert job.metadata["reached"] is True and "generate" in job.metadata["timings"]
+
+
+def test_job_error_message_is_shown_as_is(user):
+    job = make_job(user)
+
+    def refuse(run):
+        raise runtime.JobError("The image came out black (NaN values); nothing was stored.")
+
+    runtime.run(job.pk, "sdxl", refuse)
+    job.refresh_from_db()
+    assert job.error_message == "The image came out black (NaN values); nothing was stored."
+
+
+def test_cancel_while_running_stops_at_the_next_step(user):
+    job = make_job(user, num_images=3)
+    steps = []
+
+    def generate(run):
+        for i in range(10):
+            run.step(i + 1, 10)
+            steps.append(i)
+            if i == 1:
+                submission.cancel(run.job)
+        return []
+
+    runtime.run(job.pk, "sdxl", generate)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and steps == [0, 1]
+    assert not Image.objects.filter(job=job).exists()
+
+
+def test_cancelled_queued_job_is_skipped(user):
+    job = make_job(user)
+    submission.cancel(job)
+    called = []
+    runtime.run(job.pk, "sdxl", lambda run: called.append(1) or [])
+    assert called == [] and Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+
+
+def test_progress_is_written_while_running(user, settings):
+    settings.PROGRESS_INTERVAL = 0
+    job = make_job(user)
+    seen = []
+
+    def generate(run):
+        for i in range(4):
+            run.step(i + 1, 4)
+            seen.append(Job.objects.values_list("current_step", "total_steps", "progress").get(pk=job.pk))
+        return []
+
+    runtime.run(job.pk, "sdxl", generate)
+    assert seen == [(1, 4, 0.25), (2, 4, 0.5), (3, 4, 0.75), (4, 4, 1.0)]
+
+
+def test_stalled_processing_jobs_are_failed_by_housekeeping(user):
+    stuck = make_job(user)
+    fresh = make_job(user)
+    long_ago = timezone.now() - timedelta(seconds=stuck.type.hard_time_limit() + tasks.GRACE_SECONDS + 5)
+    Job.objects.filter(pk=stuck.pk).update(status=JobStatus.PROCESSING, started_at=long_ago)
+    Job.objects.filter(pk=fresh.pk).update(status=JobStatus.PROCESSING, started_at=timezone.now())
+    assert tasks.fail_stalled_jobs() == 1
+    stuck.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stuck.status == JobStatus.FAILED and "stopped responding" in stuck.error_message
+    assert fresh.status == JobStatus.PROCESSING
+
+
+def test_retry_creates_a_new_job_pointing_back(user, django_capture_on_commit_callbacks):
+    job = make_job(user, num_images=3, seed=99, negative_prompt="blurry")
+    Job.move(job.pk, JobStatus.FAILED, error_message="boom")
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        new = submission.retry(Job.objects.get(pk=job.pk))
+    assert new.pk != job.pk and new.retry_of_id == job.pk and new.status == JobStatus.QUEUED
+    assert (new.seed, new.num_images, new.negative_prompt) == (99, 3, job.negative_prompt)
+    assert len(sent) == 1
+
+
+def test_time_limits_come_from_the_table(settings):
+    from generation import job_types
+
+    settings.JOB_TIME_LIMIT_FACTOR = 10
+    settings.JOB_TIME_LIMIT_FLOOR = 300
+    assert job_types.get("video_high").time_limit() == 1800
+    assert job_types.get("sdxl_image_fast").time_limit(6) == 300
+    assert job_types.get("sdxl_image_high").time_limit(6) == 480
+    assert job_types.get("video7b_high_enhanced").hard_time_limit() == 2460

@@ -1,0 +1,67 @@
+"""The whole stack from the Procfile, as `make run` starts it: web, both pools, beat and Flower."""
+
+import socket
+import time
+
+import pytest
+import requests
+from django.contrib.auth import get_user_model
+from helpers import Stack, wait_for_job, worker_env
+from rest_framework.authtoken.models import Token
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url, **kwargs):
+    try:
+        return requests.get(url, timeout=2, **kwargs).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_run_stack_serves_jobs_and_flower_sees_both_pools(tmp_path, worker_processes):
+    user = get_user_model().objects.create_user("frank", password="pw-frank-123")
+    token = Token.objects.create(user=user).key
+    web, flower = free_port(), free_port()
+    # Its own Redis database, so the session's workers do not take this stack's tasks.
+    redis_url = worker_env()["REDIS_URL"].rsplit("/", 1)[0] + "/1"
+    env = worker_env(WEB_BIND=f"127.0.0.1:{web}", FLOWER_PORT=flower, REDIS_URL=redis_url,
+                     OURVIDZ_DATA_DIR=tmp_path)
+    stack = Stack([], env, tmp_path / "stack.log")  # no names: every process in the Procfile
+    base = f"http://127.0.0.1:{web}"
+    try:
+        stack.wait_for(lambda: answers(f"{base}/healthz"), 60, "the web server")
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+        html = session.get(f"{base}/api/jobs/", headers={"Accept": "text/html"})
+        assert html.status_code == 200 and "Django REST framework" in html.text  # browsable API
+        response = session.post(f"{base}/api/jobs/", json={"job_type": "sdxl_image_fast", "prompt": "a boat"})
+        assert response.status_code == 201, response.text
+        job = wait_for_job(response.json()["id"], timeout=120)
+        assert job.status == "completed", job.error_message
+        image = session.get(f"{base}/api/jobs/{job.pk}/").json()["images"][0]
+        assert requests.get(image["url"], timeout=5).content.startswith(b"\x89PNG")
+
+        def flower_workers():
+            try:
+                found = requests.get(f"http://127.0.0.1:{flower}/api/workers", params={"refresh": 1},
+                                     timeout=5).json()
+            except (requests.RequestException, ValueError):
+                return False
+            names = {name.split("@")[0] for name in found}
+            return {"sdxl", "wan"} <= names
+
+        stack.wait_for(flower_workers, 60, "Flower to report both workers")
+    finally:
+        stack.stop()
+    output = stack.output()
+    assert stack.process.returncode is not None
+    for name in ("web", "sdxl", "wan", "beat", "flower"):
+        assert f"{name}.1" in output, name
+    time.sleep(0.5)
+    assert not answers(f"{base}/healthz")  # Ctrl-C stopped everything

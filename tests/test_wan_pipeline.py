@@ -1,0 +1,241 @@
+"""The WAN pool run in-process (no Celery) on the tiny development models."""
+
+import io
+from types import SimpleNamespace
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from django.contrib.auth import get_user_model
+from PIL import Image as PILImage
+
+from generation import runtime, storage
+from generation.models import Image, Job, JobStatus, Video
+from generation.submission import build_job, cancel
+from wan_tasks import devmodels, enhancer, pipeline, tasks, video
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="session")
+def wan_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    devmodels.build_wan(root / "wan-tiny")
+    devmodels.build_enhancer(root / "enhancer-tiny")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def wan_settings(settings, wan_models, tmp_path, monkeypatch):
+    settings.WAN_MODEL_PATH = str(wan_models / "wan-tiny")
+    settings.ENHANCER_MODEL_PATH = str(wan_models / "enhancer-tiny")
+    settings.ENHANCER_MAX_NEW_TOKENS = 40
+    settings.TORCH_DEVICE = "cpu"
+    settings.STORAGE_BACKEND = "local"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.OURVIDZ_PROFILE = "dev"
+    settings.PROGRESS_INTERVAL = 0
+    # Keep this test run's model info out of a Redis that a running stack may share.
+    published = []
+    monkeypatch.setattr("generation.workers.publish_loaded", published.append)
+    storage._storage.cache_clear()
+    yield published
+    storage._storage.cache_clear()
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("director")  # no password: hashing one costs 0.3 s
+
+
+def make_job(user, job_type="video_fast", prompt="a cat", seed=7, **kwargs):
+    job = build_job(user, job_type, prompt, seed=seed, **kwargs)
+    job.save()
+    return job
+
+
+def run_job(job):
+    runtime.run(job.pk, "wan", pipeline.generate)
+    return Job.objects.get(pk=job.pk)
+
+
+def stored(asset):
+    return storage.get_storage().get(asset.bucket, asset.path)
+
+
+def png_pixels(image):
+    return np.asarray(PILImage.open(io.BytesIO(stored(image))).convert("RGB"))
+
+
+def decode_mp4(data, tmp_path):
+    """Every frame and the stream facts, read back by ffmpeg's own decoder."""
+    path = tmp_path / "readback.mp4"
+    path.write_bytes(data)
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return np.stack([frame for frame in reader.iter_data()]), reader.get_meta_data()
+
+
+def test_video_job_stores_an_h264_mp4(user, tmp_path):
+    job = run_job(make_job(user))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert (job.width, job.height, job.frames, job.steps) == (32, 48, 9, 5)  # the dev profile
+    assert (job.current_step, job.total_steps, job.progress) == (5, 5, 1.0)
+    row = Video.objects.get(job=job)
+    data = stored(row)
+    assert data[4:8] == b"ftyp" and data.find(b"moov") < data.find(b"mdat")  # +faststart
+    frames, meta = decode_mp4(data, tmp_path)
+    assert frames.shape == (job.frames, job.height, job.width, 3)
+    assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p") and meta["fps"] == 16
+    assert frames.std() > 0  # a rendered picture, not a blank one
+    assert (row.fps, row.frame_count, row.duration, row.width, row.height) == (16, 9, 0.5625, 32, 48)
+    assert row.metadata["codec"] == "h264" and row.size_bytes == len(data)
+    assert storage.get_storage().exists(row.bucket, row.thumbnail_path)
+    assert row.bucket == "video-fast" and row.video_path == f"{user.pk}/{job.pk}.mp4"
+    assert {key: job.metadata[key] for key in ("model", "sampler", "device", "dtype")} == {
+        "model": "wan-tiny", "sampler": "UniPC", "device": "cpu", "dtype": "float32"}
+    assert {"load", "denoise", "encode", "generate", "store"} <= set(job.metadata["timings"])
+    assert "enhancement" not in job.metadata and job.enhanced_prompt == ""
+
+
+def test_image_job_stores_one_png_with_parameters(user):
+    job = run_job(make_job(user, "image_fast", negative_prompt="blurry"))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    (row,) = Image.objects.filter(job=job)
+    picture = PILImage.open(io.BytesIO(stored(row)))
+    assert picture.format == "PNG" and picture.size == (job.width, job.height) == (row.width, row.height)
+    assert picture.info["parameters"] == (
+        "a cat\nNegative prompt: blurry\n"
+        "Steps: 5, Sampler: UniPC, CFG scale: 6.5, Seed: 7, Size: 32x48, Model: wan-tiny, "
+        "Job type: image_fast")
+    assert row.seed == 7 and row.image_path == f"{user.pk}/{job.pk}_0.png"
+
+
+def test_same_seed_gives_identical_pixels(user):
+    first, second, other = (run_job(make_job(user, "image_fast", seed=seed)) for seed in (7, 7, 8))
+
+    assert np.array_equal(png_pixels(first.images.get()), png_pixels(second.images.get()))
+    assert not np.array_equal(png_pixels(first.images.get()), png_pixels(other.images.get()))
+
+
+def test_enhanced_job_records_original_and_enhanced_prompt(user):
+    job = run_job(make_job(user, "image7b_fast_enhanced"))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.prompt == "a cat" and job.enhanced_prompt not in ("", "a cat")
+    assert job.metadata["enhancement"] == {"original": "a cat", "enhanced": job.enhanced_prompt,
+                                           "error": None, "model": "enhancer-tiny"}
+    assert "enhance" in job.metadata["timings"]
+    parameters = PILImage.open(io.BytesIO(stored(job.images.get()))).info["parameters"]
+    assert parameters.startswith(job.enhanced_prompt)  # the picture shows the prompt it was made from
+    assert enhancer.enhance("a cat") == job.enhanced_prompt  # greedy: same prompt, same rewrite
+
+
+def test_broken_enhancer_falls_back_to_the_original_prompt(user, settings, tmp_path):
+    settings.ENHANCER_MODEL_PATH = str(tmp_path / "no-such-model")
+    job = run_job(make_job(user, "image7b_fast_enhanced"))
+    plain = run_job(make_job(user, "image_fast"))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.enhanced_prompt == ""
+    record = job.metadata["enhancement"]
+    assert (record["original"], record["enhanced"], record["model"]) == ("a cat", None, "no-such-model")
+    missing = tmp_path / "no-such-model"
+    assert record["error"] == f"FileNotFoundError: no prompt enhancer model at {missing} " \
+                              "(ENHANCER_MODEL_PATH)"
+    assert np.array_equal(png_pixels(job.images.get()), png_pixels(plain.images.get()))
+
+
+def test_empty_enhancement_is_an_error_and_falls_back(user, monkeypatch):
+    model, tokenizer = enhancer.get_enhancer()
+
+    def says_nothing(input_ids, **kwargs):
+        return torch.cat([input_ids, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
+
+    monkeypatch.setattr(model, "generate", says_nothing)
+    with pytest.raises(enhancer.EnhancementError, match="no text"):
+        enhancer.enhance("a cat")
+    job = run_job(make_job(user, "image7b_fast_enhanced"))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.enhanced_prompt == "" and job.metadata["enhancement"]["enhanced"] is None
+    assert job.metadata["enhancement"]["error"].startswith("EnhancementError: ")
+
+
+def test_cancelling_mid_run_leaves_the_job_cancelled(user, monkeypatch):
+    job = make_job(user)
+    original_step = runtime.JobRun.step
+
+    def step(self, current, total):
+        if current == 2:
+            cancel(self.job)  # what the API does while the worker renders
+        return original_step(self, current, total)
+
+    monkeypatch.setattr(runtime.JobRun, "step", step)
+    job = run_job(job)
+
+    assert job.status == JobStatus.CANCELLED
+    assert job.current_step == 1 and not Video.objects.filter(job=job).exists()
+    assert not storage.get_storage().exists(job.type.bucket, storage.video_name(user.pk, job.pk))
+
+
+def test_nan_output_fails_the_job(user, monkeypatch):
+    class NanPipeline:
+        """Stands in for a pipeline whose VAE overflowed."""
+
+        device, scheduler, transformer = "cpu", None, SimpleNamespace(dtype=torch.float32)
+
+        def __call__(self, **kwargs):
+            return SimpleNamespace(frames=np.full((1, 1, 48, 32, 3), np.nan, dtype=np.float32))
+
+    monkeypatch.setattr(pipeline, "get_pipeline", NanPipeline)
+    job = run_job(make_job(user, "image_fast"))
+
+    assert job.status == JobStatus.FAILED
+    assert job.error_message == "The model produced invalid pixels (NaN); nothing was stored."
+    assert not Image.objects.filter(job=job).exists()
+
+
+def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, settings):
+    pipeline._load.cache_clear()
+    tasks.load_models()
+    (info,) = wan_settings
+    assert {key: info[key] for key in ("pool", "model", "device", "dtype", "vae_dtype", "enhancer")} == {
+        "pool": "wan", "model": "wan-tiny", "device": "cpu", "dtype": "float32", "vae_dtype": "float32",
+        "enhancer": "enhancer-tiny"}
+    assert tasks.generate.name == "wan.generate"
+
+    job = make_job(user, "image_fast")
+    tasks.generate(str(job.pk))  # the task body, called directly: no broker involved
+    assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
+
+    settings.WAN_MODEL_PATH = str(settings.ENHANCER_MODEL_PATH)  # not a diffusers pipeline
+    with pytest.raises(OSError, match="model_index.json"):
+        tasks.load_models()
+
+
+def test_publish_failure_does_not_stop_loading(monkeypatch):
+    def unreachable(info):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr("generation.workers.publish_loaded", unreachable)
+    pipeline._load.cache_clear()
+    assert pipeline.get_pipeline().transformer is not None
+
+
+def test_encode_mp4_pads_odd_sizes_to_even(tmp_path):
+    y, x = np.mgrid[0:17, 0:15]
+    frames = np.stack([np.stack([y * 15, x * 17, np.full_like(y, 40 * t)], axis=-1) for t in range(5)])
+    decoded, meta = decode_mp4(video.encode_mp4(frames.astype(np.uint8), 16), tmp_path)
+
+    assert decoded.shape == (5, 18, 16, 3) and meta["codec"] == "h264"
+    assert np.abs(decoded[:, :17, :15].astype(int) - frames).mean() < 8  # lossy, but the same picture
+
+
+def test_dev_models_are_deterministic(tmp_path):
+    devmodels.build_enhancer(tmp_path / "a")
+    devmodels.build_enhancer(tmp_path / "b")
+    for name in ("model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
