@@ -14,8 +14,7 @@ from rest_framework.views import APIView
 
 from . import brokers, job_types, queues, references, storage, submission
 from .models import Image, Job, ReferenceImage, Video
-from .serializers import (ImageSerializer, JobRequestSerializer, JobSerializer, ReferenceImageSerializer,
-                          VideoSerializer)
+from .serializers import ImageSerializer, JobRequestSerializer, JobSerializer, ReferenceImageSerializer, VideoSerializer
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -6,75 +6,22 @@ code path (two text encoders, CFG, VAE, schedulers, img2img) is the real one.
     python -m sdxl_tasks.devmodel PATH
 """
 
-import importlib
-import shutil
 import sys
-import tempfile
-from pathlib import Path
+
+from generation.devmodels import build_atomically, word_level_tokenizer
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "[UNK]"
 WINDOW = 77  # CLIP's context length, as in the real SDXL tokenizers
 VOCAB_SIZE = 1000  # the text encoders' embedding table; every token id must stay below it
 
-COMMON_WORDS = """
-a an the and or but of in on at to from with without by for as is are was were be been being it its
-this that these those there here he she they we you i me my your his her their our them us who what
-which where when why how all any both each every few more most other some such no not only own same so
-than too very can will just should now up down out over under again once off into through during
-before after above below between behind beside near far inside outside around across along
-one two three four five six seven eight nine ten first second third many several single pair group
-man men woman women person people girl girls boy boys child lady ladies guy guys friend friends
-couple family crowd figure character portrait face eyes eye hair hand hands arm arms leg legs body
-head mouth nose smile lips skin fingers feet
-red orange yellow green blue purple pink brown black white gray grey gold silver dark light bright
-colorful pale warm cold soft hard sharp smooth rough shiny glowing neon pastel vivid
-big small large tiny tall short long wide old young new ancient modern beautiful pretty cute ugly
-happy sad calm angry serious elegant simple detailed realistic cinematic dramatic epic
-photo photograph picture painting drawing sketch illustration render art artwork style oil watercolor
-digital anime cartoon comic studio lighting light shadow shadows sunlight moonlight sunset sunrise
-night day morning evening sky cloud clouds sun moon star stars rain snow fog mist storm wind
-city street road house home room window door wall floor table chair bed kitchen garden park forest
-tree trees flower flowers grass field mountain mountains hill river lake sea ocean beach water sand
-rock stone desert island bridge tower castle church building car train boat ship plane bike
-dog dogs cat cats bird birds horse fish animal animals dragon robot
-wearing dress shirt coat jacket hat glasses shoes
-standing sitting walking running lying looking holding smiling flying swimming dancing playing
-reading eating sleeping
-background foreground scene view close closeup full shot angle wide lens camera focus depth field
-bokeh blur blurry high quality best masterpiece resolution hd 4k 8k ultra highly intricate sharp
-texture pattern color colors tone mood atmosphere
-""".split()
-
-PUNCTUATION = list(",.;:!?'\"()[]{}-_/&+*#%=<>|@~`$^\\")
-
-
-def negative_words():
-    """Every word of the seeded negative-prompt terms, so the default negative prompt has no [UNK]."""
-    seed = importlib.import_module("generation.migrations.0002_seed_negative_terms")
-    terms = [t for terms in seed.ALWAYS.values() for t in terms] + seed.MULTI_PARTY
-    return [word for term in terms for word in term.lower().split()]
-
 
 def build_tokenizer():
     """A CLIP-sized word-level tokenizer wrapped for transformers; ids stay below VOCAB_SIZE."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    words = [BOS, EOS, UNK] + list(dict.fromkeys(COMMON_WORDS + negative_words() + PUNCTUATION))
-    assert len(words) <= VOCAB_SIZE, len(words)
-    vocab = {word: i for i, word in enumerate(words)}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B {EOS}",
-        special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])],
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=WINDOW, bos_token=BOS,
-                                   eos_token=EOS, unk_token=UNK, pad_token=EOS)
+    tokenizer = word_level_tokenizer([BOS, EOS, UNK], f"{BOS} $A {EOS}", f"{BOS} $A {EOS} $B {EOS}",
+                                     model_max_length=WINDOW, bos_token=BOS, eos_token=EOS, unk_token=UNK,
+                                     pad_token=EOS)
+    assert len(tokenizer) <= VOCAB_SIZE, len(tokenizer)
+    return tokenizer
 
 
 def build_pipeline():
@@ -126,24 +73,7 @@ def build_pipeline():
 
 def build(path):
     """Build the tiny pipeline and save it at `path` (replacing what is there); returns the Path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed in, so a reader never sees half a model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        build_pipeline().save_pretrained(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return build_atomically(path, lambda folder: build_pipeline().save_pretrained(folder))
 
 
 if __name__ == "__main__":

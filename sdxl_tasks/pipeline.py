@@ -1,49 +1,28 @@
 """The SDXL pool's rendering: one pipeline per worker process, all images of a job in one batch."""
 
-import logging
 import math
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from django.conf import settings
 from PIL import ImageOps
 from PIL.Image import Resampling
 
-from generation import images, references, runtime, workers
+from generation import images, pipelines, references, runtime
 from generation.models import ReferenceType
-
-log = logging.getLogger(__name__)
 
 # reference_strength is how much of the reference survives (the API's 0.1..1, default 0.7);
 # img2img strength is how much noise replaces it, so the two run in opposite directions.
 DEFAULT_REFERENCE_STRENGTH = 0.7
 MIN_DENOISE = 0.1  # with no noise added there is nothing to denoise
 
-# Names other SDXL tools write in the PNG `parameters` chunk.
-SAMPLER_NAMES = {
-    "EulerDiscreteScheduler": "Euler",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "DDIMScheduler": "DDIM",
-    "UniPCMultistepScheduler": "UniPC",
-}
-
 _cache = {}  # the loaded pipelines, kept for the life of the worker process
-
-
-def resolve_device(name):
-    """settings.TORCH_DEVICE as a torch.device; "auto" means CUDA when this process sees a GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def load():
     """The text-to-image pipeline, loaded on first use in this process and reused afterwards."""
-    key = (settings.SDXL_MODEL_PATH, settings.TORCH_DEVICE)
+    key = (settings.SDXL_MODEL_PATH, pipelines.torch_device())
     if _cache.get("key") != key:
         _cache.clear()
         _cache["pipe"] = _load(*key)
@@ -51,28 +30,15 @@ def load():
     return _cache["pipe"]
 
 
-def _load(path, device_name):
-    device = resolve_device(device_name)
+def _load(path, device):
     # float16 halves memory and time on a GPU. The SDXL VAE overflows in float16; its config's
     # force_upcast (on for the stock VAE) makes the pipeline decode in float32.
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     start = time.perf_counter()
-    pipe = StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    seconds = round(time.perf_counter() - start, 2)
-    log.info("SDXL pipeline loaded from %s on %s (%s) in %.1f s", path, device, dtype, seconds)
-    cuda = device.type == "cuda"
-    info = {
-        "pool": "sdxl", "model": model_name(path), "model_path": str(path), "device": str(device),
-        "dtype": dtype_name(dtype), "load_seconds": seconds,
-        "vram_bytes": torch.cuda.memory_allocated(device) if cuda else None,
-        "vram_total_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
-    }
-    try:
-        workers.publish_loaded(info)
-    except Exception:  # the heartbeat is informative; a Redis hiccup must not stop the worker
-        log.warning("could not publish the loaded SDXL model", exc_info=True)
+    pipelines.report_loaded("sdxl", path, device, dtype, time.perf_counter() - start)
     return pipe
 
 
@@ -84,19 +50,6 @@ def load_img2img():
         img2img.set_progress_bar_config(disable=True)
         _cache["img2img"] = img2img
     return _cache["img2img"]
-
-
-def model_name(path):
-    return Path(path).name
-
-
-def dtype_name(dtype):
-    return str(dtype).removeprefix("torch.")
-
-
-def sampler_name(pipe):
-    name = type(pipe.scheduler).__name__
-    return SAMPLER_NAMES.get(name, name)
 
 
 def denoise_strength(reference_strength):
@@ -140,15 +93,11 @@ def generate(run):
     # CPU generators give the same starting noise on every device, so a seed means one picture.
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in image_seeds]
 
-    def on_step_end(current, step_index, timestep, callback_kwargs):
-        run.step(step_index + 1, current.num_timesteps)  # raises JobCancelled; must propagate
-        return callback_kwargs
-
     kwargs = {
         "prompt": job.prompt, "negative_prompt": job.negative_prompt or None,
         "num_images_per_prompt": job.num_images, "generator": generators, "width": job.width,
         "height": job.height, "num_inference_steps": job.steps, "guidance_scale": job.guidance,
-        "output_type": "np", "callback_on_step_end": on_step_end,
+        "output_type": "np", "callback_on_step_end": pipelines.step_callback(run),
     }
     strength = None
     if job.reference_type:
@@ -162,8 +111,9 @@ def generate(run):
                                      "reference_strength": job.reference_strength,
                                      "denoise_strength": round(strength, 4)}
 
-    run.metadata.update(model=model_name(settings.SDXL_MODEL_PATH), sampler=sampler_name(pipe),
-                        device=str(pipe.device), dtype=dtype_name(pipe.unet.dtype),
+    run.metadata.update(model=pipelines.model_name(settings.SDXL_MODEL_PATH),
+                        sampler=pipelines.sampler_name(pipe), device=str(pipe.device),
+                        dtype=pipelines.dtype_name(pipe.unet.dtype),
                         pipeline="img2img" if strength is not None else "text2img")
     with run.timed("denoise"):
         try:
@@ -172,9 +122,7 @@ def generate(run):
             torch.cuda.empty_cache()
             raise runtime.JobError(f"The GPU ran out of memory rendering {job.num_images} images at "
                                    f"{job.width}×{job.height}; try fewer images.") from exc
-    if np.isnan(pixels).any():
-        raise runtime.JobError("The model produced invalid pixels (NaN); nothing was stored. "
-                               "This usually means the VAE ran in float16.")
+    pipelines.check_finite(pixels)
 
     with run.timed("encode"):
         pictures = pipe.image_processor.numpy_to_pil(pixels)

@@ -17,7 +17,8 @@ from helpers import Stack, pools_online, worker_env
 from generation import brokers, negative_prompts, storage, workers
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels.py"]
+BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels.py",
+            ROOT / "generation" / "devmodels.py", ROOT / "generation" / "migrations" / "0002_seed_negative_terms.py"]
 POOL_QUEUES = ["sdxl_queue", "wan_queue", "maintenance"]
 
 
@@ -31,7 +32,8 @@ def _models_dir():
 def models_dir():
     """A folder holding the tiny SDXL, WAN and enhancer models, built once."""
     path = _models_dir()
-    paths = {"sdxl": path / "sdxl", "wan": path / "wan", "enhancer": path / "enhancer"}
+    # The folder names of settings' defaults, which job metadata reports as the model names.
+    paths = {"sdxl": path / "sdxl-tiny", "wan": path / "wan-tiny", "enhancer": path / "enhancer-tiny"}
     if not all(p.exists() for p in paths.values()):
         path.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"])], check=True,

@@ -68,6 +68,11 @@ class Stack:
             time.sleep(0.2)
         raise TimeoutError(f"timed out waiting for {what}:\n{self.output()[-4000:]}")
 
+    def wait_for_job(self, job_id, timeout=120):
+        """Wait until the job has finished (completed, failed or cancelled) and return it."""
+        self.wait_for(lambda: Job.objects.get(pk=job_id).is_finished, timeout, f"job {job_id}")
+        return Job.objects.get(pk=job_id)
+
     def stop(self):
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C does to `make run`
@@ -82,14 +87,3 @@ class Stack:
 def pools_online(queues=("sdxl_queue", "wan_queue")):
     served = {q for w in workers.online() for q in w.get("queues", [])}
     return all(q in served for q in queues)
-
-
-def wait_for_job(job_id, timeout=60, statuses=("completed", "failed", "cancelled")):
-    """Poll the database until the job reaches one of `statuses`; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = Job.objects.get(pk=job_id)
-        if job.status in statuses:
-            return job
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")

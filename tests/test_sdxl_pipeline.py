@@ -18,14 +18,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(scope="session")
-def sdxl_model(tmp_path_factory):
-    return devmodel.build(tmp_path_factory.mktemp("models") / "sdxl-tiny")
+def sdxl_model(models_dir):
+    return models_dir["sdxl"]
 
 
 @pytest.fixture(autouse=True)
-def sdxl_settings(settings, sdxl_model, tmp_path):
-    settings.SDXL_MODEL_PATH = str(sdxl_model)
-    settings.SDXL_TOKENIZER_PATH = str(sdxl_model / "tokenizer")
+def sdxl_settings(settings, tmp_path):
     settings.TORCH_DEVICE = "cpu"
     settings.STORAGE_BACKEND = "local"
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -201,7 +199,7 @@ def test_reference_strength_maps_to_denoise_strength():
 def test_load_publishes_what_it_loaded_and_survives_a_redis_error(monkeypatch, sdxl_model):
     published = []
     monkeypatch.setattr(pipeline, "_cache", {})
-    monkeypatch.setattr(pipeline.workers, "publish_loaded", published.append)
+    monkeypatch.setattr("generation.workers.publish_loaded", published.append)
     pipe = pipeline.load()
     assert pipeline.load() is pipe  # once per process
     assert published == [{
@@ -213,7 +211,7 @@ def test_load_publishes_what_it_loaded_and_survives_a_redis_error(monkeypatch, s
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(pipeline, "_cache", {})
-    monkeypatch.setattr(pipeline.workers, "publish_loaded", fail)
+    monkeypatch.setattr("generation.workers.publish_loaded", fail)
     assert pipeline.load() is not pipe
 
 

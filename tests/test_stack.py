@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 from django.contrib.auth import get_user_model
-from helpers import Stack, wait_for_job, worker_env
+from helpers import Stack, worker_env
 from rest_framework.authtoken.models import Token
 
 
@@ -42,7 +42,7 @@ def test_make_run_stack_serves_jobs_and_flower_sees_both_pools(tmp_path, worker_
         assert html.status_code == 200 and "Django REST framework" in html.text  # browsable API
         response = session.post(f"{base}/api/jobs/", json={"job_type": "sdxl_image_fast", "prompt": "a boat"})
         assert response.status_code == 201, response.text
-        job = wait_for_job(response.json()["id"], timeout=120)
+        job = stack.wait_for_job(response.json()["id"])
         assert job.status == "completed", job.error_message
         image = session.get(f"{base}/api/jobs/{job.pk}/").json()["images"][0]
         assert requests.get(image["url"], timeout=5).content.startswith(b"\x89PNG")

@@ -18,18 +18,8 @@ from wan_tasks import devmodels, enhancer, pipeline, tasks, video
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(scope="session")
-def wan_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    devmodels.build_wan(root / "wan-tiny")
-    devmodels.build_enhancer(root / "enhancer-tiny")
-    return root
-
-
 @pytest.fixture(autouse=True)
-def wan_settings(settings, wan_models, tmp_path, monkeypatch):
-    settings.WAN_MODEL_PATH = str(wan_models / "wan-tiny")
-    settings.ENHANCER_MODEL_PATH = str(wan_models / "enhancer-tiny")
+def wan_settings(settings, tmp_path, monkeypatch):
     settings.ENHANCER_MAX_NEW_TOKENS = 40
     settings.TORCH_DEVICE = "cpu"
     settings.STORAGE_BACKEND = "local"

@@ -8,14 +8,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
-from helpers import wait_for_job
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from generation import job_types
 from generation.models import Image, Job, ReferenceImage, Video
-
-pytestmark = pytest.mark.usefixtures("live_workers")
 
 
 @pytest.fixture
@@ -23,55 +20,62 @@ def user():
     return get_user_model().objects.create_user("carol", password="pw-carol-123")
 
 
+class Jobs:
+    """Submit jobs through the API as one user and wait for the live workers to finish them."""
+
+    def __init__(self, api, workers):
+        self.api = api
+        self.workers = workers
+
+    def submit(self, **data):
+        response = self.api.post("/api/jobs/", data, format="json")
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    def wait(self, job_id):
+        return self.workers.wait_for_job(job_id)
+
+    def finish(self, **data):
+        """Submit, wait for completion, and return the job as the API shows it."""
+        done = self.wait(self.submit(**data)["id"])
+        assert done.status == "completed", (done.status, done.error_message)
+        return self.api.get(f"/api/jobs/{done.pk}/").json()
+
+    def fetch(self, url):
+        response = self.api.get(url)
+        assert response.status_code == 200, url
+        return b"".join(response.streaming_content)
+
+    def pixels(self, url):
+        return np.asarray(PILImage.open(io.BytesIO(self.fetch(url))).convert("RGB"))
+
+
 @pytest.fixture
-def api(user):
+def jobs(user, live_workers):
     client = APIClient()
     client.force_authenticate(user)
-    return client
-
-
-def submit(api, **data):
-    response = api.post("/api/jobs/", data, format="json")
-    assert response.status_code == 201, response.content
-    return response.json()
-
-
-def finish(api, job):
-    """Wait for the job, then return its final state as the API shows it."""
-    done = wait_for_job(job["id"], timeout=120)
-    assert done.status == "completed", (done.status, done.error_message)
-    return api.get(f"/api/jobs/{job['id']}/").json()
-
-
-def fetch(api, url):
-    response = api.get(url)
-    assert response.status_code == 200, url
-    return b"".join(response.streaming_content)
-
-
-def pixels(api, url):
-    return np.asarray(PILImage.open(io.BytesIO(fetch(api, url))).convert("RGB"))
+    return Jobs(client, live_workers)
 
 
 @pytest.mark.parametrize("job_type", list(job_types.JOB_TYPES))
-def test_every_job_type_completes_with_its_assets(api, job_type):
+def test_every_job_type_completes_with_its_assets(jobs, job_type):
     jt = job_types.get(job_type)
     num_images = 3 if jt.batched else 1
-    job = finish(api, submit(api, job_type=job_type, prompt="a red fox in the snow", num_images=num_images))
+    job = jobs.finish(job_type=job_type, prompt="a red fox in the snow", num_images=num_images)
     assert job["progress"] == 1.0 and job["started_at"] and job["completed_at"]
     assert job["metadata"]["timings"]["generate"] > 0
     if jt.kind == "image":
         assert job["video"] is None and len(job["images"]) == num_images
         for image in job["images"]:
-            picture = PILImage.open(io.BytesIO(fetch(api, image["url"])))
+            picture = PILImage.open(io.BytesIO(jobs.fetch(image["url"])))
             assert picture.format == "PNG" and picture.size == (job["width"], job["height"])
             assert "parameters" in picture.info
-            thumb = PILImage.open(io.BytesIO(fetch(api, image["thumbnail_url"])))
+            thumb = PILImage.open(io.BytesIO(jobs.fetch(image["thumbnail_url"])))
             assert thumb.format == "WEBP"
     else:
         assert job["images"] == [] and job["video"]
         video = job["video"]
-        data = fetch(api, video["url"])
+        data = jobs.fetch(video["url"])
         with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
             f.write(data)
             f.flush()
@@ -79,7 +83,7 @@ def test_every_job_type_completes_with_its_assets(api, job_type):
         assert frames.shape[0] == job["frames"] == video["frame_count"]
         assert frames.shape[1:3] == (job["height"], job["width"])
         assert video["fps"] == job_types.VIDEO_FPS
-        assert PILImage.open(io.BytesIO(fetch(api, video["thumbnail_url"]))).format == "WEBP"
+        assert PILImage.open(io.BytesIO(jobs.fetch(video["thumbnail_url"]))).format == "WEBP"
     if jt.enhanced:
         enhancement = job["metadata"]["enhancement"]
         assert enhancement["original"] == "a red fox in the snow"
@@ -92,74 +96,74 @@ def _decode(path):
     return np.stack(list(iio.imiter(path, plugin="FFMPEG")))
 
 
-def test_same_seed_same_pixels_and_batches_differ(api):
-    first = finish(api, submit(api, job_type="sdxl_image_fast", prompt="a lighthouse", num_images=3, seed=42))
-    second = finish(api, submit(api, job_type="sdxl_image_fast", prompt="a lighthouse", num_images=3, seed=42))
-    a = [pixels(api, image["url"]) for image in first["images"]]
-    b = [pixels(api, image["url"]) for image in second["images"]]
+def test_same_seed_same_pixels_and_batches_differ(jobs):
+    first = jobs.finish(job_type="sdxl_image_fast", prompt="a lighthouse", num_images=3, seed=42)
+    second = jobs.finish(job_type="sdxl_image_fast", prompt="a lighthouse", num_images=3, seed=42)
+    a = [jobs.pixels(image["url"]) for image in first["images"]]
+    b = [jobs.pixels(image["url"]) for image in second["images"]]
     for x, y in zip(a, b, strict=True):
         assert np.array_equal(x, y)
     assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
     assert [image["seed"] for image in first["images"]] == [42, 43, 44]
-    wan_a = finish(api, submit(api, job_type="image_fast", prompt="a lighthouse", seed=0))
-    wan_b = finish(api, submit(api, job_type="image_fast", prompt="a lighthouse", seed=0))
-    assert np.array_equal(pixels(api, wan_a["images"][0]["url"]), pixels(api, wan_b["images"][0]["url"]))
+    wan_a = jobs.finish(job_type="image_fast", prompt="a lighthouse", seed=0)
+    wan_b = jobs.finish(job_type="image_fast", prompt="a lighthouse", seed=0)
+    assert np.array_equal(jobs.pixels(wan_a["images"][0]["url"]), jobs.pixels(wan_b["images"][0]["url"]))
 
 
-def test_queued_job_cancelled_never_runs_and_queue_is_fifo(api):
+def test_queued_job_cancelled_never_runs_and_queue_is_fifo(jobs):
     # Several jobs at once on one single-slot worker: they start in submission order.
-    jobs = [submit(api, job_type="sdxl_image_fast", prompt=f"job {i}", num_images=6) for i in range(4)]
-    cancelled = jobs[2]
-    assert api.post(f"/api/jobs/{cancelled['id']}/cancel/").json()["status"] == "cancelled"
-    for job in jobs:
-        wait_for_job(job["id"], timeout=120)
-    rows = {str(j.pk): j for j in Job.objects.filter(pk__in=[j["id"] for j in jobs])}
+    submitted = [jobs.submit(job_type="sdxl_image_fast", prompt=f"job {i}", num_images=6) for i in range(4)]
+    cancelled = submitted[2]
+    assert jobs.api.post(f"/api/jobs/{cancelled['id']}/cancel/").json()["status"] == "cancelled"
+    for job in submitted:
+        jobs.wait(job["id"])
+    rows = {str(j.pk): j for j in Job.objects.filter(pk__in=[j["id"] for j in submitted])}
     assert rows[cancelled["id"]].status == "cancelled" and rows[cancelled["id"]].started_at is None
     assert not Image.objects.filter(job_id=cancelled["id"]).exists()
-    ran = [rows[j["id"]] for j in jobs if j is not cancelled]
+    ran = [rows[j["id"]] for j in submitted if j is not cancelled]
     assert all(j.status == "completed" for j in ran)
     assert [j.started_at for j in ran] == sorted(j.started_at for j in ran)
 
 
-def test_worker_failure_ends_failed_with_a_readable_error(api, user):
+def test_worker_failure_ends_failed_with_a_readable_error(jobs, user):
     missing = ReferenceImage.objects.create(user=user, path=f"{user.pk}/gone.png", content_type="image/png",
                                             width=8, height=8, size_bytes=1)
-    job = submit(api, job_type="sdxl_image_fast", prompt="x", reference_image=missing.pk,
-                 reference_type="composition")
-    done = wait_for_job(job["id"], timeout=60)
+    job = jobs.submit(job_type="sdxl_image_fast", prompt="x", reference_image=missing.pk,
+                      reference_type="composition")
+    done = jobs.wait(job["id"])
     assert done.status == "failed"
     assert "gone.png" in done.error_message and done.completed_at
-    assert api.get(f"/api/jobs/{job['id']}/").json()["error_message"] == done.error_message
+    assert jobs.api.get(f"/api/jobs/{job['id']}/").json()["error_message"] == done.error_message
 
 
-def test_composition_reference_is_used(api):
+def test_composition_reference_is_used(jobs):
     buffer = io.BytesIO()
     PILImage.new("RGB", (100, 60), (255, 0, 0)).save(buffer, format="PNG")
     buffer.seek(0)
-    ref = api.post("/api/references/", {"file": buffer}, format="multipart").json()
-    plain = finish(api, submit(api, job_type="sdxl_image_fast", prompt="x", seed=5))
-    guided = finish(api, submit(api, job_type="sdxl_image_fast", prompt="x", seed=5, reference_image=ref["id"],
-                                reference_type="composition", reference_strength=0.3))
-    assert guided["metadata"].get("reference", {}).get("type") == "composition" or guided["metadata"].get(
-        "reference_type") == "composition"
-    assert not np.array_equal(pixels(api, plain["images"][0]["url"]), pixels(api, guided["images"][0]["url"]))
+    ref = jobs.api.post("/api/references/", {"file": buffer}, format="multipart").json()
+    plain = jobs.finish(job_type="sdxl_image_fast", prompt="x", seed=5)
+    guided = jobs.finish(job_type="sdxl_image_fast", prompt="x", seed=5, reference_image=ref["id"],
+                         reference_type="composition", reference_strength=0.3)
+    assert guided["metadata"]["reference"]["type"] == "composition"
+    assert guided["metadata"]["pipeline"] == "img2img"
+    assert not np.array_equal(jobs.pixels(plain["images"][0]["url"]), jobs.pixels(guided["images"][0]["url"]))
 
 
-def test_deleting_an_asset_removes_its_files(api, settings):
-    job = finish(api, submit(api, job_type="video_fast", prompt="waves"))
+def test_deleting_an_asset_removes_its_files(jobs, settings):
+    job = jobs.finish(job_type="video_fast", prompt="waves")
     video = Video.objects.get(job_id=job["id"])
     files = [Path(settings.MEDIA_ROOT) / video.bucket / video.video_path,
              Path(settings.MEDIA_ROOT) / video.bucket / video.thumbnail_path]
     assert all(f.is_file() for f in files)
-    response = api.delete(f"/api/videos/{video.pk}/")
+    response = jobs.api.delete(f"/api/videos/{video.pk}/")
     assert response.status_code == 204
     assert not any(f.exists() for f in files)
-    assert api.get(job["video"]["url"]).status_code == 404
+    assert jobs.api.get(job["video"]["url"]).status_code == 404
 
 
-def test_queues_endpoint_shows_workers_and_figures(api):
-    finish(api, submit(api, job_type="image_fast", prompt="x"))
-    stats = {q["queue"]: q for q in api.get("/api/queues/").json()}
+def test_queues_endpoint_shows_workers_and_figures(jobs):
+    jobs.finish(job_type="image_fast", prompt="x")
+    stats = {q["queue"]: q for q in jobs.api.get("/api/queues/").json()}
     assert set(stats) == {"sdxl_queue", "wan_queue"}
     for queue in stats.values():
         assert queue["workers"], queue

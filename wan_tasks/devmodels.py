@@ -4,64 +4,17 @@ They have the real architectures at toy sizes, so loading and generation code ru
 without downloads. Usage: `python -m wan_tasks.devmodels WAN_PATH ENHANCER_PATH`.
 """
 
-import os
-import shutil
 import sys
-from pathlib import Path
 
-# Common prompt words: the WAN tokenizer's vocabulary (anything else is <unk>) and the text the
-# enhancer's BPE is trained on.
-WORDS = """
-a an the and or but of in on at to from with without by for over under above below near into onto
-through across behind beside between around inside outside up down left right front back top bottom
-is are was be being has have it its this that these those there here he she they we you his her their
-cat dog bird horse fish fox wolf bear lion tiger rabbit deer owl eagle dragon butterfly
-man woman boy girl child person people couple family friend crowd dancer runner rider knight robot
-city street road bridge river lake sea ocean beach island mountain hill valley forest tree trees
-flower flowers garden field grass desert snow rain cloud clouds sky sun moon star stars night day
-morning evening sunset sunrise light shadow fog mist storm wind fire water ice stone rock sand
-house home room window door wall floor roof castle tower temple church market cafe kitchen library
-car train boat ship plane bicycle bus truck
-red orange yellow green blue purple pink brown black white gray grey gold golden silver dark bright
-big small tall short long wide old young new ancient modern beautiful pretty cute happy sad calm
-quiet loud soft hard warm cold hot wet dry clean dusty shiny glowing colorful vivid vibrant detailed
-sharp smooth rough gentle wild peaceful dramatic cinematic realistic photorealistic epic magical
-walk walks walking run runs running jump jumps jumping fly flies flying swim swims swimming dance
-dances dancing sit sits sitting stand stands standing look looks looking play plays playing
-sleep sleeps sleeping eat eats eating drink smile smiles smiling move moves moving turn turns
-ride rides riding fall falls falling rise rises rising shine shines shining glow glows drift drifts
-wave waves waving spin spins spinning float floats floating hold holds holding watch watches
-slow slowly fast quickly camera shot close closeup wide aerial view scene background foreground
-portrait landscape style painting photo photograph film movie frame lighting lens focus depth
-motion pan zoom tracking steady high low angle soft volumetric neon lamp candle lantern
-hair eyes face hand hands dress coat hat shirt jacket boots
-one two three many some every each all very more most much few
-""".split()
-PUNCTUATION = list(".,!?;:'\"-()")
+from generation.devmodels import build_atomically, vocabulary, word_level_tokenizer
 
 
 def wan_tokenizer():
-    """A UMT5-style tokenizer: WordLevel over WORDS, lowercased, split on spaces and punctuation."""
-    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "</s>", "<unk>"]
-    vocab = {}
-    for token in specials + WORDS + PUNCTUATION:
-        vocab.setdefault(token, len(vocab))
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
-    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
-    # UMT5 ends every sequence with </s>, as the real tokenizer does.
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
-    )
-    # The pipeline pads to max_sequence_length (512) itself.
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=512, pad_token="<pad>",
-                                   eos_token="</s>", unk_token="<unk>")
+    """A UMT5-style tokenizer: word-level over the shared vocabulary, ending every sequence with </s>."""
+    # UMT5 ends every sequence with </s> as the real tokenizer does; the pipeline pads to
+    # max_sequence_length (512) itself.
+    return word_level_tokenizer(["<pad>", "</s>", "<unk>"], "$A </s>", model_max_length=512,
+                                pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 def build_wan(path):
@@ -92,7 +45,7 @@ def build_wan(path):
                                         flow_shift=3.0)
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                        scheduler=scheduler)
-    _write(path, pipe.save_pretrained)
+    return build_atomically(path, pipe.save_pretrained)
 
 
 # ChatML, as Qwen2 instruct models use.
@@ -115,7 +68,7 @@ def enhancer_tokenizer():
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     trainer = trainers.BpeTrainer(vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    bpe.train_from_iterator([" ".join(WORDS + PUNCTUATION)], trainer)
+    bpe.train_from_iterator([" ".join(vocabulary())], trainer)
     model = json.loads(bpe.to_str())["model"]
     tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]],
                                eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=2048)
@@ -143,21 +96,7 @@ def build_enhancer(path):
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
 
-    _write(path, save)
-
-
-def _write(path, save):
-    """Call save(folder) on a temporary folder, then swap it into `path` so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp)
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    return build_atomically(path, save)
 
 
 def main(argv):

@@ -12,7 +12,7 @@ import torch
 from django.conf import settings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .devices import get_device
+from generation import pipelines
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def model_name():
 
 def get_enhancer():
     """The (model, tokenizer) pair for the configured path, loaded on first use."""
-    return _load(settings.ENHANCER_MODEL_PATH, get_device())
+    return _load(settings.ENHANCER_MODEL_PATH, pipelines.torch_device())
 
 
 @lru_cache(maxsize=1)  # keyed by path so that a changed setting (tests) loads the new model

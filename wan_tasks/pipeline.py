@@ -12,20 +12,16 @@ from diffusers import WanPipeline
 from django.conf import settings
 from PIL import Image
 
-from generation import images, job_types, runtime, workers
+from generation import images, job_types, pipelines, runtime
 
 from . import enhancer, video
-from .devices import get_device
 
 log = logging.getLogger(__name__)
-
-# Names other tools write in the PNG `parameters` chunk.
-SAMPLER_NAMES = {"UniPCMultistepScheduler": "UniPC", "FlowMatchEulerDiscreteScheduler": "Euler"}
 
 
 def get_pipeline():
     """The WanPipeline for the configured path and device, loaded on first use in this process."""
-    return _load(settings.WAN_MODEL_PATH, get_device())
+    return _load(settings.WAN_MODEL_PATH, pipelines.torch_device())
 
 
 @lru_cache(maxsize=1)  # keyed by path and device, so a changed setting loads the new model
@@ -41,35 +37,9 @@ def _load(path, device):
     start = time.perf_counter()
     pipe = WanPipeline.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    seconds = round(time.perf_counter() - start, 2)
-    log.info("WAN pipeline loaded from %s on %s (%s) in %.1f s", path, device, pipe.transformer.dtype,
-             seconds)
-    info = {
-        "pool": "wan", "model": model_name(path), "model_path": str(path), "device": str(device),
-        "dtype": dtype_name(pipe.transformer.dtype), "vae_dtype": dtype_name(pipe.vae.dtype),
-        "enhancer": enhancer.model_name(), "load_seconds": seconds,
-        "vram_bytes": torch.cuda.memory_allocated(device) if device.type == "cuda" else None,
-        "vram_total_bytes": torch.cuda.get_device_properties(device).total_memory
-        if device.type == "cuda" else None,
-    }
-    try:
-        workers.publish_loaded(info)
-    except Exception:  # the heartbeat is informative; a Redis hiccup must not stop the worker
-        log.warning("could not publish the loaded WAN pipeline", exc_info=True)
+    pipelines.report_loaded("wan", path, device, pipe.transformer.dtype, time.perf_counter() - start,
+                            vae_dtype=pipelines.dtype_name(pipe.vae.dtype), enhancer=enhancer.model_name())
     return pipe
-
-
-def model_name(path):
-    return Path(path).name
-
-
-def dtype_name(dtype):
-    return str(dtype).removeprefix("torch.")
-
-
-def sampler_name(pipe):
-    name = type(pipe.scheduler).__name__
-    return SAMPLER_NAMES.get(name, name)
 
 
 def generate(run):
@@ -78,12 +48,9 @@ def generate(run):
     with run.timed("load"):
         pipe = get_pipeline()
     prompt = enhance_prompt(run, job.prompt) if job.type.enhanced else job.prompt
-    run.metadata.update(model=model_name(settings.WAN_MODEL_PATH), sampler=sampler_name(pipe),
-                        device=str(pipe.device), dtype=dtype_name(pipe.transformer.dtype))
-
-    def on_step_end(current, step_index, timestep, callback_kwargs):
-        run.step(step_index + 1, current.num_timesteps)  # raises JobCancelled; must propagate
-        return callback_kwargs
+    run.metadata.update(model=pipelines.model_name(settings.WAN_MODEL_PATH),
+                        sampler=pipelines.sampler_name(pipe), device=str(pipe.device),
+                        dtype=pipelines.dtype_name(pipe.transformer.dtype))
 
     with run.timed("denoise"):  # the whole call: text encoding, denoising and VAE decoding
         try:
@@ -93,14 +60,13 @@ def generate(run):
                 num_inference_steps=job.steps, guidance_scale=job.guidance,
                 # A CPU generator gives the same starting noise on every device.
                 generator=torch.Generator(device="cpu").manual_seed(job.seed),
-                output_type="np", callback_on_step_end=on_step_end,
+                output_type="np", callback_on_step_end=pipelines.step_callback(run),
             ).frames[0]  # float array (frames, h, w, 3) in 0..1
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise runtime.JobError(f"The GPU ran out of memory rendering {job.width}×{job.height} "
                                    f"with {job.frames} frames.") from exc
-    if not np.isfinite(frames).all():
-        raise runtime.JobError("The model produced invalid pixels (NaN); nothing was stored.")
+    pipelines.check_finite(frames)
     frames = (frames * 255).round().clip(0, 255).astype(np.uint8)
 
     with run.timed("encode"):

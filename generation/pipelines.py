@@ -1,0 +1,85 @@
+"""What both worker pools do around their diffusers pipelines: device, step callback, checks, reports.
+
+Worker processes only; torch is imported inside the functions so the web tier can import
+`generation` without it.
+"""
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+
+from . import workers
+from .runtime import JobError
+
+log = logging.getLogger(__name__)
+
+# Names other tools write in the PNG `parameters` chunk.
+SAMPLER_NAMES = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "UniPCMultistepScheduler": "UniPC",
+    "FlowMatchEulerDiscreteScheduler": "Euler",
+}
+
+
+def torch_device():
+    """settings.TORCH_DEVICE as a torch.device; "auto" means CUDA when this process sees a GPU."""
+    import torch
+
+    name = settings.TORCH_DEVICE
+    if name == "auto":
+        # CUDA_VISIBLE_DEVICES pins each worker to its own GPU, so "cuda" is that one.
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def model_name(path):
+    return Path(path).name
+
+
+def dtype_name(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
+def sampler_name(pipe):
+    name = type(pipe.scheduler).__name__
+    return SAMPLER_NAMES.get(name, name)
+
+
+def step_callback(run):
+    """A diffusers `callback_on_step_end` reporting each step to the job (it raises JobCancelled)."""
+    def on_step_end(pipe, step_index, timestep, callback_kwargs):
+        run.step(step_index + 1, pipe.num_timesteps)
+        return callback_kwargs
+    return on_step_end
+
+
+def check_finite(pixels):
+    """Refuse NaN or infinite output rather than store a black picture."""
+    import numpy as np
+
+    if not np.isfinite(pixels).all():
+        raise JobError("The model produced invalid pixels (NaN); nothing was stored.")
+
+
+def report_loaded(pool, path, device, dtype, seconds, **extra):
+    """Log and publish what this worker loaded, for the queues endpoint and operators."""
+    import torch
+
+    cuda = device.type == "cuda"
+    info = {
+        "pool": pool, "model": model_name(path), "model_path": str(path), "device": str(device),
+        "dtype": dtype_name(dtype), "load_seconds": round(seconds, 2),
+        "vram_bytes": torch.cuda.memory_allocated(device) if cuda else None,
+        "vram_total_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
+        **extra,
+    }
+    log.info("%s pipeline loaded from %s on %s (%s) in %.1f s", pool, path, device, info["dtype"], seconds)
+    try:
+        workers.publish_loaded(info)
+    except Exception:  # the report is informative; a Redis hiccup must not stop the worker
+        log.warning("could not publish the loaded %s model", pool, exc_info=True)
+    return info
