@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -58,21 +59,42 @@ class NegativePrompt:
 def build(prompt, user_negative=""):
     """The SDXL negative prompt for `prompt`: base terms, group terms if triggered, the user's own."""
     reasons = multi_party_reasons(prompt)
-    triggers = [NegativeTerm.Trigger.ALWAYS] + ([NegativeTerm.Trigger.MULTI_PARTY] if reasons else [])
-    terms = list(
-        NegativeTerm.objects.filter(enabled=True, trigger__in=triggers)
-        .order_by("trigger", "position", "id").values_list("term", flat=True)
-    )
+    by_trigger = enabled_terms()
+    terms = by_trigger[NegativeTerm.Trigger.ALWAYS] + (by_trigger[NegativeTerm.Trigger.MULTI_PARTY] if reasons else [])
     terms += [t.strip() for t in user_negative.split(",") if t.strip()]
     terms = list(dict.fromkeys(terms))  # drop repeats, keep order
     kept, dropped = fit_to_window(terms)
     return NegativePrompt(", ".join(kept), reasons, dropped)
 
 
+# Every submission needs the terms; admins rarely edit them. A web process re-reads them at most
+# this often (seconds), and at once after an edit made in the same process.
+TERMS_TTL = 10
+_terms = {"expires": 0.0, "by_trigger": None}
+
+
+def enabled_terms():
+    """Enabled terms by trigger, in prompt order, cached for TERMS_TTL seconds."""
+    if _terms["by_trigger"] is None or time.monotonic() > _terms["expires"]:
+        by_trigger = {trigger: [] for trigger in NegativeTerm.Trigger.values}
+        for trigger, term in NegativeTerm.objects.filter(enabled=True).order_by("position", "id").values_list(
+                "trigger", "term"):
+            by_trigger[trigger].append(term)
+        _terms.update(by_trigger=by_trigger, expires=time.monotonic() + TERMS_TTL)
+    return _terms["by_trigger"]
+
+
+def forget_terms(**kwargs):
+    """Drop the cached terms (connected to NegativeTerm saves and deletes)."""
+    _terms["by_trigger"] = None
+
+
 def fit_to_window(terms):
     """Split terms into those that fit the text encoder's window, counted by its tokenizer, and the rest."""
     tokenizer, window = sdxl_tokenizer()
     budget = window - 2  # the window includes the start and end tokens
+    if len(tokenizer.encode(", ".join(terms), add_special_tokens=False).ids) <= budget:
+        return terms, []  # the usual case: everything fits
     kept = []
     for i, term in enumerate(terms):
         candidate = ", ".join(kept + [term])

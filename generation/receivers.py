@@ -1,12 +1,12 @@
 """Receivers that turn a worker's job_completed / job_failed signals into rows."""
 
 from django.db import transaction
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import storage
-from .models import Image, Job, JobStatus, ReferenceImage, Video
+from . import negative_prompts, storage
+from .models import Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
 from .signals import job_completed, job_failed
 
 
@@ -63,3 +63,7 @@ def delete_files(sender, instance, **kwargs):
     else:
         files = [(instance.bucket, instance.path), (instance.bucket, instance.thumbnail_path)]
     transaction.on_commit(lambda: [storage.get_storage().delete(bucket, name) for bucket, name in files if name])
+
+
+post_save.connect(negative_prompts.forget_terms, sender=NegativeTerm)
+post_delete.connect(negative_prompts.forget_terms, sender=NegativeTerm)

@@ -46,16 +46,16 @@ def submit(user, data, idempotency_key=None):
     job = build_job(user, **request.validated_data)
     job.idempotency_key = idempotency_key or None
     try:
-        with transaction.atomic():
-            job.save(force_insert=True)
-            transaction.on_commit(lambda: dispatch(job))
+        # One INSERT is atomic on its own; no transaction block saves two round trips per job.
+        job.save(force_insert=True)
     except IntegrityError:
         # A concurrent retry with the same key won the insert.
-        if idempotency_key:
-            existing = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
-            if existing:
-                return existing, False
+        existing = idempotency_key and Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
         raise
+    # Immediately in autocommit mode; inside a caller's transaction, only once it commits.
+    transaction.on_commit(lambda: dispatch(job))
     return job, True
 
 
@@ -107,7 +107,6 @@ def retry(job):
         reference_image=job.reference_image, reference_type=job.reference_type,
         reference_strength=job.reference_strength, retry_of=job,
     )
-    with transaction.atomic():
-        new.save(force_insert=True)
-        transaction.on_commit(lambda: dispatch(new))
+    new.save(force_insert=True)
+    transaction.on_commit(lambda: dispatch(new))
     return new

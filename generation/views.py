@@ -21,7 +21,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     serializer_class = JobSerializer
 
     def get_queryset(self):
-        jobs = Job.objects.filter(user=self.request.user).prefetch_related("images")
+        jobs = Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
         for name in ("status", "job_type", "queue"):
             if self.request.query_params.get(name):
                 jobs = jobs.filter(**{name: self.request.query_params[name]})

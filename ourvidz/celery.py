@@ -5,6 +5,10 @@ import os
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ourvidz.settings")
+# Set before a worker imports diffusers/transformers: models come from local folders only, and
+# download-style progress bars would only clutter worker logs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = Celery("ourvidz")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -195,7 +195,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # kill a child loading real SDXL or WAN weights, over and over.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(env("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "300"))
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Must exceed the longest job's time limit, or Redis hands a running job to a second worker
 # (checked by generation.checks).

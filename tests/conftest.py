@@ -64,6 +64,12 @@ def project_settings(models_dir, media_root):
     storage._storage.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_negative_terms():
+    """Each test reads the terms of its own database, not a previous test's cached ones."""
+    negative_prompts.forget_terms()
+
+
 @pytest.fixture(scope="session")
 def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory):
     """One real Celery worker per pool (honcho + Procfile), against the test database."""

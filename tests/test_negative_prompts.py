@@ -78,7 +78,9 @@ def test_build_includes_base_terms_and_group_terms_only_when_triggered():
 
 @pytest.mark.django_db
 def test_user_negative_is_appended_and_admin_edits_apply():
-    NegativeTerm.objects.filter(term="watermark").update(enabled=False)
+    watermark = NegativeTerm.objects.get(term="watermark")
+    watermark.enabled = False
+    watermark.save()  # as the admin saves it
     NegativeTerm.objects.create(term="blurry", category="quality", trigger="always", position=1)
     built = negative_prompts.build("a cat", "ugly, duplicate")
     assert built.text.startswith("blurry, ")

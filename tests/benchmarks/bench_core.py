@@ -70,7 +70,7 @@ def reset(env):
     manage(env, "setup")
     return manage(env, "shell", "-c", (
         "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-        "u = User.objects.create_user('bench'); print(Token.objects.create(user=u).key)")).strip()
+        "u = User.objects.create_user('bench'); print(Token.objects.create(user=u).key)")).split()[-1]
 
 
 class Procs:
