@@ -20,6 +20,15 @@ from .serializers import ImageSerializer, JobRequestSerializer, JobSerializer, R
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
 
+    def get_serializer_class(self):
+        # The request fields for POST: the browsable API renders its submission form from them.
+        if self.request.method == "POST" and self.action in ("create", "list"):
+            return JobRequestSerializer
+        return JobSerializer
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "user": self.request.user}
+
     def get_queryset(self):
         jobs = Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
         for name in ("status", "job_type", "queue"):
@@ -39,7 +48,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         except submission.QueueUnavailable:
             return Response({"detail": "The job queue is unavailable; try again shortly."},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response(self.get_serializer(job).data,
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(request=None, responses=JobSerializer)
@@ -50,7 +59,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if not submission.cancel(job):
             return Response({"detail": f"The job is already {job.status}."}, status=status.HTTP_409_CONFLICT)
         job.refresh_from_db()
-        return Response(self.get_serializer(job).data)
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data)
 
 
 class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,

@@ -2,6 +2,7 @@
 
 import logging
 
+import diffusers
 from celery import shared_task, signals
 from django.conf import settings
 
@@ -22,6 +23,8 @@ def generate(job_id):
 @signals.worker_process_init.connect
 def load_pipeline(**kwargs):
     """Load the pipeline as the pool process starts, so the first job does not pay for it."""
+    # Load-time progress bars, one per component, would only flood the worker log.
+    diffusers.utils.logging.disable_progress_bar()
     try:
         pipeline.load()
     except Exception:

@@ -260,3 +260,23 @@ def test_web_process_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_browsable_api_offers_and_accepts_the_submission_form(user, django_capture_on_commit_callbacks):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    page = browser.get("/api/jobs/", HTTP_ACCEPT="text/html")
+    html = page.content.decode()
+    assert page.status_code == 200 and '<select class="form-control" name="job_type">' in html
+    assert 'name="prompt"' in html and 'name="seed"' in html
+    csrf = page.cookies["csrftoken"].value
+    refused = browser.post("/api/jobs/", {"job_type": "image_fast", "prompt": "no token"},
+                           HTTP_ACCEPT="application/json")
+    assert refused.status_code == 403  # CSRF protects session-authenticated posts
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        response = browser.post("/api/jobs/", {"job_type": "image_fast", "prompt": "from the form",
+                                               "csrfmiddlewaretoken": csrf}, HTTP_ACCEPT="application/json")
+    assert response.status_code == 201, response.content
+    assert response.json()["prompt"] == "from the form" and len(sent) == 1

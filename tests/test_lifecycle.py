@@ -162,3 +162,21 @@ def test_time_limits_come_from_the_table(settings):
     assert job_types.get("sdxl_image_fast").time_limit(6) == 300
     assert job_types.get("sdxl_image_high").time_limit(6) == 480
     assert job_types.get("video7b_high_enhanced").hard_time_limit() == 2460
+
+
+def test_celery_is_configured_for_long_gpu_jobs():
+    from generation import job_types
+    from ourvidz.celery import app
+
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost  # a lost worker's job is redelivered
+    assert conf.worker_prefetch_multiplier == 1 and conf.worker_send_task_events
+    assert conf.broker_transport_options["visibility_timeout"] > job_types.max_hard_time_limit()
+
+
+def test_visibility_timeout_shorter_than_a_job_is_refused(settings):
+    from generation import checks
+
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+    errors = checks.visibility_timeout(None)
+    assert [e.id for e in errors] == ["ourvidz.E001"]

@@ -2,6 +2,7 @@
 
 import logging
 
+import diffusers
 from celery import shared_task, signals
 from django.conf import settings
 
@@ -22,6 +23,8 @@ def generate(job_id):
 @signals.worker_process_init.connect
 def load_models(**kwargs):
     """Load the enhancer and pipeline as the pool process starts, so the first job does not pay."""
+    # Load-time progress bars, one per component, would only flood the worker log.
+    diffusers.utils.logging.disable_progress_bar()
     try:
         # The enhancer first, so that the memory figure the pipeline publishes covers both.
         enhancer.get_enhancer()
