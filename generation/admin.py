@@ -6,41 +6,34 @@ from . import storage, submission
 from .models import Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
 
 
-def thumbnail(asset):
-    if not asset.thumbnail_path:
-        return "-"
-    url = storage.get_storage().url(asset.bucket, asset.thumbnail_path, settings.SIGNED_URL_TTL)
-    return format_html('<img src="{}" style="max-height:96px;max-width:96px" alt="">', url)
+class ThumbnailMixin:
+    """A `preview` column showing an asset's thumbnail through a signed URL."""
+
+    @admin.display(description="thumbnail")
+    def preview(self, asset):
+        if not asset.thumbnail_path:
+            return "-"
+        url = storage.get_storage().url(asset.bucket, asset.thumbnail_path, settings.SIGNED_URL_TTL)
+        return format_html('<img src="{}" style="max-height:96px;max-width:96px" alt="">', url)
 
 
-class ImageInline(admin.TabularInline):
+class AssetInline(ThumbnailMixin, admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ImageInline(AssetInline):
     model = Image
-    fields = ["preview", "image_index", "seed", "width", "height", "image_path", "created_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    @admin.display(description="thumbnail")
-    def preview(self, image):
-        return thumbnail(image)
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    fields = readonly_fields = ["preview", "image_index", "seed", "width", "height", "image_path", "created_at"]
 
 
-class VideoInline(admin.TabularInline):
+class VideoInline(AssetInline):
     model = Video
-    fields = ["preview", "duration", "fps", "frame_count", "width", "height", "video_path", "created_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    @admin.display(description="thumbnail")
-    def preview(self, video):
-        return thumbnail(video)
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    fields = readonly_fields = ["preview", "duration", "fps", "frame_count", "width", "height", "video_path",
+                                "created_at"]
 
 
 @admin.register(Job)
@@ -80,28 +73,22 @@ class JobAdmin(admin.ModelAdmin):
             self.message_user(request, f"Skipped {skipped} jobs that have not failed.", messages.WARNING)
 
 
-@admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
-    list_display = ["id", "preview", "user", "job", "image_index", "seed", "created_at"]
+class AssetAdmin(ThumbnailMixin, admin.ModelAdmin):
     search_fields = ["prompt", "job__id", "user__username"]
     list_select_related = ["user", "job"]
-    readonly_fields = [f.name for f in Image._meta.fields]
 
-    @admin.display(description="thumbnail")
-    def preview(self, image):
-        return thumbnail(image)
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(Image)
+class ImageAdmin(AssetAdmin):
+    list_display = ["id", "preview", "user", "job", "image_index", "seed", "created_at"]
 
 
 @admin.register(Video)
-class VideoAdmin(admin.ModelAdmin):
+class VideoAdmin(AssetAdmin):
     list_display = ["id", "preview", "user", "job", "duration", "created_at"]
-    search_fields = ["prompt", "job__id", "user__username"]
-    list_select_related = ["user", "job"]
-    readonly_fields = [f.name for f in Video._meta.fields]
-
-    @admin.display(description="thumbnail")
-    def preview(self, video):
-        return thumbnail(video)
 
 
 @admin.register(ReferenceImage)

@@ -7,6 +7,7 @@ Worker processes only; torch is imported inside the functions so the web tier ca
 import logging
 from pathlib import Path
 
+from celery import signals
 from django.conf import settings
 
 from . import workers
@@ -83,3 +84,25 @@ def report_loaded(pool, path, device, dtype, seconds, **extra):
     except Exception:  # the report is informative; a Redis hiccup must not stop the worker
         log.warning("could not publish the loaded %s model", pool, exc_info=True)
     return info
+
+
+def load_at_start(pool, *loaders):
+    """Run `loaders` when a worker's pool process starts, so the first job does not pay for loading.
+
+    A failure is logged and raised: the worker then stops at start rather than at its first job.
+    Returns the handler (tests call it directly).
+    """
+    def load(**kwargs):
+        import diffusers
+
+        # Load-time progress bars, one per component, would only flood the worker log.
+        diffusers.utils.logging.disable_progress_bar()
+        try:
+            for loader in loaders:
+                loader()
+        except Exception:
+            log.exception("could not load the %s models", pool)
+            raise
+
+    signals.worker_process_init.connect(load, weak=False)
+    return load
