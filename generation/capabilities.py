@@ -1,16 +1,37 @@
-"""Which reference-image modes each pool accepts, decided at submission rather than after queueing."""
+"""Which reference-image modes each pool accepts, decided at submission rather than after queueing.
 
-SDXL_REFERENCE_TYPES = {"composition"}  # img2img from the reference, sharing the loaded weights
+Workers advertise what they loaded (generation.workers heartbeats, `loaded.reference_types`); a
+mode is accepted when every online worker of the pool supports it, so a job cannot land on a
+worker that would have to ignore its reference. With no worker online, this server's own
+configuration answers.
+"""
+
+from django.conf import settings
+
+from . import job_types, workers
+
+
+def configured_reference_types(pool):
+    """What a worker of `pool` loads with this server's settings."""
+    if pool == "sdxl":
+        # composition: img2img from the loaded weights; style/character: IP-Adapter.
+        return {"composition"} | ({"style", "character"} if settings.SDXL_IP_ADAPTER_PATH else set())
+    return set()
 
 
 def reference_types(job_type):
-    """The reference_type values that `job_type`'s pool can honour."""
-    return SDXL_REFERENCE_TYPES if job_type.pool == "sdxl" else set()
+    """The reference_type values that `job_type`'s pool can honour now."""
+    queue = job_types.POOLS[job_type.pool].queue
+    advertised = [set(w["loaded"]["reference_types"]) for w in workers.online()
+                  if queue in w.get("queues", []) and "reference_types" in w.get("loaded", {})]
+    if advertised:
+        return set.intersection(*advertised)
+    return configured_reference_types(job_type.pool)
 
 
 def why_not(job_type, reference_type):
     """Why `reference_type` is refused for `job_type`, in words for the user."""
     if job_type.pool == "sdxl":
-        return (f"The SDXL pool supports reference_type 'composition' only; '{reference_type}' needs "
-                "IP-Adapter weights, which this server does not have.")
+        return (f"reference_type '{reference_type}' needs IP-Adapter weights, which the SDXL workers of this "
+                "server do not have; 'composition' is available.")
     return f"{job_type.name} does not take a reference image: no image-to-video model is configured."

@@ -5,10 +5,13 @@ Worker processes only; torch is imported inside the functions so the web tier ca
 """
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 from celery import signals
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from . import workers
 from .runtime import JobError
@@ -38,7 +41,8 @@ def torch_device():
 
 
 def model_name(path):
-    return Path(path).name
+    """A model's short name: its folder, or its checkpoint file without the extension."""
+    return Path(path).name.removesuffix(".safetensors")
 
 
 def dtype_name(dtype):
@@ -50,12 +54,27 @@ def sampler_name(pipe):
     return SAMPLER_NAMES.get(name, name)
 
 
-def step_callback(run):
-    """A diffusers `callback_on_step_end` reporting each step to the job (it raises JobCancelled)."""
+def step_callback(run, calls_done=0, calls_total=1):
+    """A diffusers `callback_on_step_end` reporting each step to the job (it raises JobCancelled).
+
+    A job rendered in several pipeline calls reports call `calls_done` of `calls_total`.
+    """
     def on_step_end(pipe, step_index, timestep, callback_kwargs):
-        run.step(step_index + 1, pipe.num_timesteps)
+        steps = pipe.num_timesteps
+        run.step(calls_done * steps + step_index + 1, calls_total * steps)
         return callback_kwargs
     return on_step_end
+
+
+def free_memory():
+    """Give cached GPU memory back after a cancelled or out-of-memory render."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def check_finite(pixels):
@@ -89,7 +108,8 @@ def report_loaded(pool, path, device, dtype, seconds, **extra):
 def load_at_start(pool, *loaders):
     """Run `loaders` when a worker's pool process starts, so the first job does not pay for loading.
 
-    A failure is logged and raised: the worker then stops at start rather than at its first job.
+    On failure the worker stops (rather than failing every job, or restarting the pool process in a
+    loop): Celery ignores exceptions here, so the pool process asks its parent for a cold shutdown.
     Returns the handler (tests call it directly).
     """
     def load(**kwargs):
@@ -101,8 +121,23 @@ def load_at_start(pool, *loaders):
             for loader in loaders:
                 loader()
         except Exception:
-            log.exception("could not load the %s models", pool)
+            log.exception("could not load the %s models; stopping the worker", pool)
+            if "signal" in kwargs:  # sent by Celery in a pool process, not called directly
+                os.kill(os.getppid(), signal.SIGQUIT)
             raise
 
     signals.worker_process_init.connect(load, weak=False)
     return load
+
+
+def check_at_start(pool, check):
+    """Run `check` in the worker's main process before it starts; a ModelConfigError-style
+    ImproperlyConfigured stops the worker with its message (exit status 1)."""
+    def run_check(**kwargs):
+        try:
+            check()
+        except ImproperlyConfigured as exc:
+            raise SystemExit(f"{pool} worker not started: {exc}") from exc
+
+    signals.worker_init.connect(run_check, weak=False)
+    return run_check

@@ -153,8 +153,20 @@ if OURVIDZ_PROFILE not in ("dev", "production"):
 
 MODELS_DIR = Path(env("OURVIDZ_MODELS_DIR", DATA_DIR / "models"))
 # Unset model paths mean the tiny development models that `manage.py setup` builds here.
+# SDXL: a diffusers folder, or a single .safetensors checkpoint plus a local diffusers-format
+# folder for its configs and tokenizers (SDXL_CONFIG_PATH; the model is never looked up online).
 SDXL_MODEL_PATH = env("SDXL_MODEL_PATH", str(MODELS_DIR / "sdxl-tiny"))
-SDXL_TOKENIZER_PATH = env("SDXL_TOKENIZER_PATH", str(Path(SDXL_MODEL_PATH) / "tokenizer"))
+SDXL_CONFIG_PATH = env("SDXL_CONFIG_PATH", "" if SDXL_MODEL_PATH.endswith(".safetensors") else SDXL_MODEL_PATH)
+SDXL_TOKENIZER_PATH = env("SDXL_TOKENIZER_PATH", str(Path(SDXL_CONFIG_PATH or SDXL_MODEL_PATH) / "tokenizer"))
+# IP-Adapter for `style` / `character` references: a folder with the weights file and the image
+# encoder. Without it those two reference types are refused at submission.
+SDXL_IP_ADAPTER_PATH = env("SDXL_IP_ADAPTER_PATH",
+                           "" if env("SDXL_MODEL_PATH") else str(MODELS_DIR / "sdxl-ip-adapter-tiny"))
+SDXL_IP_ADAPTER_WEIGHT = env("SDXL_IP_ADAPTER_WEIGHT", "ip-adapter_sdxl.safetensors")
+SDXL_IP_ADAPTER_IMAGE_ENCODER = env("SDXL_IP_ADAPTER_IMAGE_ENCODER", "image_encoder")
+# torch.compile of the SDXL UNet at worker start: "auto" compiles on CUDA only.
+SDXL_COMPILE = env("SDXL_COMPILE", "auto")
+SDXL_COMPILE_MODE = env("SDXL_COMPILE_MODE", "max-autotune")
 WAN_MODEL_PATH = env("WAN_MODEL_PATH", str(MODELS_DIR / "wan-tiny"))
 ENHANCER_MODEL_PATH = env("ENHANCER_MODEL_PATH", str(MODELS_DIR / "enhancer-tiny"))
 ENHANCER_MAX_NEW_TOKENS = int(env("ENHANCER_MAX_NEW_TOKENS", "200"))
@@ -191,9 +203,9 @@ CELERY_TASK_IGNORE_RESULT = True  # results go to the database through signals
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Pool children load their pipeline at start (worker_process_init); Celery's 4 s default would
+# Pool children load (and on a GPU compile and warm up) their pipeline at start; Celery's 4 s default would
 # kill a child loading real SDXL or WAN weights, over and over.
-CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(env("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "300"))
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(env("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "1800"))
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Must exceed the longest job's time limit, or Redis hands a running job to a second worker

@@ -1,50 +1,89 @@
 """The SDXL pool's rendering: one pipeline per worker process, all images of a job in one batch."""
 
+import contextlib
 import math
 import time
 
+import numpy as np
 import torch
-from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLImg2ImgPipeline
 from django.conf import settings
 from PIL import ImageOps
 from PIL.Image import Resampling
 
-from generation import images, pipelines, references, runtime
+from generation import images, job_types, pipelines, references, runtime
 from generation.models import ReferenceType
+
+from . import adapters, loading
 
 # reference_strength is how much of the reference survives (the API's 0.1..1, default 0.7);
 # img2img strength is how much noise replaces it, so the two run in opposite directions.
 DEFAULT_REFERENCE_STRENGTH = 0.7
 MIN_DENOISE = 0.1  # with no noise added there is nothing to denoise
+# A batch that does not fit in GPU memory is retried in chunks of these sizes.
+CHUNK_SIZES = (3, 1)
 
 _cache = {}  # the loaded pipelines, kept for the life of the worker process
 
 
 def load():
-    """The text-to-image pipeline, loaded on first use in this process and reused afterwards."""
-    key = (settings.SDXL_MODEL_PATH, pipelines.torch_device())
+    """(pipeline, IP-Adapter or None), loaded and warmed up on first use in this process."""
+    key = (settings.SDXL_MODEL_PATH, settings.SDXL_CONFIG_PATH, settings.SDXL_IP_ADAPTER_PATH,
+           pipelines.torch_device())
     if _cache.get("key") != key:
         _cache.clear()
-        _cache["pipe"] = _load(*key)
+        _cache["loaded"] = _load(*key)
         _cache["key"] = key
-    return _cache["pipe"]
+    return _cache["loaded"]
 
 
-def _load(path, device):
+def _load(path, config_path, adapter_path, device):
     # float16 halves memory and time on a GPU. The SDXL VAE overflows in float16; its config's
     # force_upcast (on for the stock VAE) makes the pipeline decode in float32.
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     start = time.perf_counter()
-    pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)
-    pipe.to(device)
+    pipe = loading.load_pipeline(path, config_path, dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    pipelines.report_loaded("sdxl", path, device, dtype, time.perf_counter() - start)
-    return pipe
+    adapter = None
+    if adapter_path:
+        adapter = adapters.IPAdapter(pipe, adapter_path, settings.SDXL_IP_ADAPTER_WEIGHT,
+                                     settings.SDXL_IP_ADAPTER_IMAGE_ENCODER)
+    compiled = optimize(pipe, device)
+    loaded = time.perf_counter()
+    warm_up(pipe, batches=job_types.NUM_IMAGES_CHOICES if compiled else (1,))
+    pipelines.report_loaded(
+        "sdxl", path, device, dtype, loaded - start, compiled=compiled,
+        warmup_seconds=round(time.perf_counter() - loaded, 2), ip_adapter=adapter.name if adapter else None,
+        reference_types=sorted({"composition"} | ({"style", "character"} if adapter else set())),
+    )
+    return pipe, adapter
+
+
+def optimize(pipe, device):
+    """GPU speed-ups that keep the output: channels-last memory and a compiled UNet. True if compiled."""
+    if device.type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    if settings.SDXL_COMPILE not in ("auto", "1", "true"):
+        return False
+    pipe.unet = torch.compile(pipe.unet, mode=settings.SDXL_COMPILE_MODE, fullgraph=True)
+    return True
+
+
+def warm_up(pipe, batches=(1,)):
+    """Short renders at the default size, so the first user job pays no one-off costs (kernels,
+    compilation for each batch size)."""
+    params = job_types.render_params(job_types.get("sdxl_image_fast"))
+    for batch in batches:
+        pipe(prompt="warm-up", num_inference_steps=2, width=params["width"], height=params["height"],
+             num_images_per_prompt=batch, output_type="latent")
 
 
 def load_img2img():
     """An img2img pipeline sharing the loaded weights (no second copy in memory)."""
-    pipe = load()
+    pipe, _ = load()
     if "img2img" not in _cache:
         img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
@@ -72,12 +111,18 @@ def seeds(job):
     return [(job.seed + i) % 2**32 for i in range(job.num_images)]
 
 
+def check_params(job, pipe):
+    """Refuse impossible parameters before touching the GPU, with a message for the user."""
+    multiple = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    if job.width % multiple or job.height % multiple:
+        raise runtime.JobError(f"Width and height must be multiples of {multiple}; got {job.width}×{job.height}.")
+    if job.steps < 1 or job.guidance < 0 or job.num_images not in job_types.NUM_IMAGES_CHOICES:
+        raise runtime.JobError(f"Invalid parameters: {job.steps} steps, guidance {job.guidance}, "
+                               f"{job.num_images} images.")
+
+
 def reference_image(job):
-    """The job's composition reference, resized and center-cropped to the job's size."""
-    if job.reference_type != ReferenceType.COMPOSITION:
-        # Submission refuses other types; a job queued under an older rule fails rather than
-        # silently ignoring what the user asked for.
-        raise runtime.JobError(f"The SDXL pool does not support reference_type '{job.reference_type}'.")
+    """The job's reference, read from storage and resized/center-cropped to the job's size."""
     if job.reference_image is None:
         raise runtime.JobError("The reference image was deleted before the job ran.")
     picture = references.load_reference(job.reference_image)
@@ -88,40 +133,41 @@ def generate(run):
     """Render every image of `run.job` in one batched call; returns a list of runtime.Output."""
     job = run.job
     with run.timed("load"):
-        pipe = load()
-    image_seeds = seeds(job)
-    # CPU generators give the same starting noise on every device, so a seed means one picture.
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in image_seeds]
-
+        pipe, adapter = load()
+    check_params(job, pipe)
     kwargs = {
-        "prompt": job.prompt, "negative_prompt": job.negative_prompt or None,
-        "num_images_per_prompt": job.num_images, "generator": generators, "width": job.width,
+        "prompt": job.prompt, "negative_prompt": job.negative_prompt or None, "width": job.width,
         "height": job.height, "num_inference_steps": job.steps, "guidance_scale": job.guidance,
-        "output_type": "np", "callback_on_step_end": pipelines.step_callback(run),
+        "output_type": "np",
     }
+    conditioning = contextlib.nullcontext()
     strength = None
     if job.reference_type:
-        strength = denoise_strength(job.reference_strength)
         with run.timed("load"):
-            pipe = load_img2img()
             reference = reference_image(job)
-        kwargs.update(image=reference, strength=strength,
-                      num_inference_steps=img2img_steps(job.steps, strength))
         run.metadata["reference"] = {"id": job.reference_image_id, "type": job.reference_type,
                                      "reference_strength": job.reference_strength,
-                                     "denoise_strength": round(strength, 4)}
+                                     "size": list(reference.size)}
+        if job.reference_type == ReferenceType.COMPOSITION:
+            pipe, strength = load_img2img(), denoise_strength(job.reference_strength)
+            kwargs.update(image=reference, strength=strength, num_inference_steps=img2img_steps(job.steps, strength))
+            run.metadata["reference"]["denoise_strength"] = round(strength, 4)
+        elif adapter is None:
+            # Submission refuses this; a job queued before the adapter was removed fails clearly.
+            raise runtime.JobError(f"reference_type '{job.reference_type}' needs IP-Adapter weights, "
+                                   "which this SDXL worker does not have.")
+        else:
+            conditioning = adapter.applied(pipe, job.reference_type, job.reference_strength)
+            kwargs["ip_adapter_image"] = reference
+            run.metadata["reference"]["ip_adapter"] = adapter.name
 
     run.metadata.update(model=pipelines.model_name(settings.SDXL_MODEL_PATH),
                         sampler=pipelines.sampler_name(pipe), device=str(pipe.device),
                         dtype=pipelines.dtype_name(pipe.unet.dtype),
                         pipeline="img2img" if strength is not None else "text2img")
-    with run.timed("denoise"):
-        try:
-            pixels = pipe(**kwargs).images  # float array (n, h, w, 3) in 0..1
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise runtime.JobError(f"The GPU ran out of memory rendering {job.num_images} images at "
-                                   f"{job.width}×{job.height}; try fewer images.") from exc
+    image_seeds = seeds(job)
+    with run.timed("denoise"), conditioning:
+        pixels = render(run, pipe, kwargs, image_seeds)
     pipelines.check_finite(pixels)
 
     with run.timed("encode"):
@@ -130,12 +176,48 @@ def generate(run):
                 for index, (picture, seed) in enumerate(zip(pictures, image_seeds, strict=True))]
 
 
+def render(run, pipe, kwargs, image_seeds):
+    """All images in one pipeline call; when the GPU runs out of memory, free it and go on in
+    smaller chunks (6 -> 3 -> 1). Fails only if a single image does not fit."""
+    pending, outputs, size, calls = list(image_seeds), [], len(image_seeds), 0
+    while pending:
+        chunk = pending[:size]
+        calls_total = calls + math.ceil(len(pending) / size)
+        try:
+            outputs.append(call(pipe, kwargs, chunk, pipelines.step_callback(run, calls, calls_total)))
+        except torch.cuda.OutOfMemoryError as exc:
+            pipelines.free_memory()
+            run.metadata.setdefault("out_of_memory", []).append({"batch": len(chunk), "error": str(exc)[:200]})
+            smaller = [s for s in CHUNK_SIZES if s < len(chunk)]
+            if not smaller:
+                raise runtime.JobError(f"The GPU ran out of memory even for one {kwargs['width']}×"
+                                       f"{kwargs['height']} image.") from exc
+            size = smaller[0]
+            continue
+        except runtime.JobCancelled:
+            pipelines.free_memory()
+            raise
+        pending, calls = pending[size:], calls + 1
+    if calls > 1:
+        run.metadata["batches"] = [len(o) for o in outputs]
+    return np.concatenate(outputs)
+
+
+def call(pipe, kwargs, chunk_seeds, callback):
+    """One pipeline call for `chunk_seeds`, each image with its own CPU generator (the same starting
+    noise on every device, so a seed means one picture)."""
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in chunk_seeds]
+    return pipe(**kwargs, num_images_per_prompt=len(chunk_seeds), generator=generators,
+                callback_on_step_end=callback).images  # float array (n, h, w, 3) in 0..1
+
+
 def encode(job, index, picture, seed, metadata, strength=None):
     """One image as a runtime.Output: PNG with its generation parameters, for the runtime to store."""
     parameters = images.parameters_text(job.prompt, job.negative_prompt, **{
         "Steps": job.steps, "Sampler": metadata["sampler"], "CFG scale": job.guidance, "Seed": seed,
         "Size": f"{job.width}x{job.height}", "Model": metadata["model"],
         "Denoising strength": round(strength, 4) if strength is not None else None,
+        "Reference": job.reference_type or None,
         "Job type": job.job_type,
     })
     return runtime.Output(data=images.encode_png(picture, parameters), extension="png", preview=picture,

@@ -1,11 +1,12 @@
 """The SDXL pool's Celery task. Only workers started with `--include sdxl_tasks.tasks` import it."""
 
 from celery import shared_task
+from django.conf import settings
 
 # generation.workers is imported for its signal handlers, which publish this worker's heartbeat.
 from generation import pipelines, runtime, workers  # noqa: F401
 
-from . import pipeline
+from . import loading, pipeline
 
 
 @shared_task(name="sdxl.generate")
@@ -14,4 +15,7 @@ def generate(job_id):
     runtime.run(job_id, "sdxl", pipeline.generate)
 
 
+# A wrong model path stops the worker at start, with a message naming the variable.
+check_model = pipelines.check_at_start(
+    "sdxl", lambda: loading.check_model(settings.SDXL_MODEL_PATH, settings.SDXL_CONFIG_PATH))
 load_pipeline = pipelines.load_at_start("sdxl", pipeline.load)

@@ -30,14 +30,15 @@ def _models_dir():
 
 @pytest.fixture(scope="session")
 def models_dir():
-    """A folder holding the tiny SDXL, WAN and enhancer models, built once."""
+    """A folder holding the tiny SDXL (and its IP-Adapter), WAN and enhancer models, built once."""
     path = _models_dir()
     # The folder names of settings' defaults, which job metadata reports as the model names.
-    paths = {"sdxl": path / "sdxl-tiny", "wan": path / "wan-tiny", "enhancer": path / "enhancer-tiny"}
+    paths = {"sdxl": path / "sdxl-tiny", "ip_adapter": path / "sdxl-ip-adapter-tiny", "wan": path / "wan-tiny",
+             "enhancer": path / "enhancer-tiny"}
     if not all(p.exists() for p in paths.values()):
         path.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"])], check=True,
-                       cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"]), "--ip-adapter",
+                        str(paths["ip_adapter"])], check=True, cwd=ROOT)
         subprocess.run([sys.executable, "-m", "wan_tasks.devmodels", str(paths["wan"]),
                         str(paths["enhancer"])], check=True, cwd=ROOT)
     return paths
@@ -52,7 +53,8 @@ def media_root(tmp_path_factory):
 def project_settings(models_dir, media_root):
     """Point this process at the tiny models and a private media folder, like the workers."""
     overrides = override_settings(
-        SDXL_MODEL_PATH=str(models_dir["sdxl"]), SDXL_TOKENIZER_PATH=str(models_dir["sdxl"] / "tokenizer"),
+        SDXL_MODEL_PATH=str(models_dir["sdxl"]), SDXL_CONFIG_PATH=str(models_dir["sdxl"]),
+        SDXL_TOKENIZER_PATH=str(models_dir["sdxl"] / "tokenizer"), SDXL_IP_ADAPTER_PATH=str(models_dir["ip_adapter"]),
         WAN_MODEL_PATH=str(models_dir["wan"]), ENHANCER_MODEL_PATH=str(models_dir["enhancer"]),
         MEDIA_ROOT=media_root, STORAGE_BACKEND="local", OURVIDZ_PROFILE="dev",
     )

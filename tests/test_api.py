@@ -147,7 +147,6 @@ def test_reference_image_rules(api, user, other, django_capture_on_commit_callba
     assert ok.status_code == 201 and ok.json()["reference_strength"] == 0.7
     for data, field in [
         ({"reference_image": theirs.pk, "reference_type": "composition"}, "reference_image"),
-        ({"reference_image": ref.pk, "reference_type": "style"}, "reference_type"),
         ({"reference_image": ref.pk}, "reference_type"),
     ]:
         response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
@@ -157,6 +156,54 @@ def test_reference_image_rules(api, user, other, django_capture_on_commit_callba
                       reference_image=ref.pk, reference_type="composition")
     assert wan.status_code == 400 and "image-to-video" in wan.json()["reference_type"][0]
     assert Job.objects.count() == 1
+
+
+@pytest.fixture
+def sdxl_worker_heartbeat():
+    """Publish an SDXL worker's heartbeat, as a running worker does, advertising given reference types."""
+    import json
+
+    from generation import brokers, workers
+
+    names = []
+
+    def publish(name, reference_types):
+        key = f"{workers.KEY_PREFIX}{name}"
+        brokers.client().set(key, json.dumps({"name": name, "queues": ["sdxl_queue"]}), ex=60)
+        brokers.client().set(key + ":loaded", json.dumps({"reference_types": reference_types}))
+        names.append(key)
+
+    yield publish
+    for key in names:
+        brokers.client().delete(key, key + ":loaded")
+
+
+def test_ip_adapter_reference_types_follow_what_the_pool_advertises(api, user, sdxl_worker_heartbeat,
+                                                                     django_capture_on_commit_callbacks):
+    ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
+                                        height=8, size_bytes=10)
+    sdxl_worker_heartbeat("sdxl-a@test", ["character", "composition", "style"])
+    style, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+                        reference_image=ref.pk, reference_type="style", reference_strength=0.5)
+    assert style.status_code == 201 and style.json()["reference_strength"] == 0.5
+    # A second worker without IP-Adapter weights: a style job could land on it, so it is refused now.
+    sdxl_worker_heartbeat("sdxl-b@test", ["composition"])
+    refused, sent = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+                             reference_image=ref.pk, reference_type="character")
+    assert refused.status_code == 400 and sent == []
+    assert "needs IP-Adapter weights" in refused.json()["reference_type"][0]
+    composition, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+                              reference_image=ref.pk, reference_type="composition")
+    assert composition.status_code == 201
+
+
+def test_configured_reference_types(settings):
+    from generation import capabilities
+
+    assert capabilities.configured_reference_types("sdxl") == {"composition", "style", "character"}
+    settings.SDXL_IP_ADAPTER_PATH = ""
+    assert capabilities.configured_reference_types("sdxl") == {"composition"}
+    assert capabilities.configured_reference_types("wan") == set()
 
 
 def test_idempotency_key_returns_the_first_job(api, other, django_capture_on_commit_callbacks):

@@ -135,7 +135,7 @@ def test_cancelling_mid_run_leaves_no_images(user, monkeypatch, settings):
 def test_nan_output_fails_the_job_instead_of_storing_black_images(user, monkeypatch):
     import torch
 
-    pipe = pipeline.load()
+    pipe, _ = pipeline.load()
 
     def broken_decode(latents, return_dict=True):
         n, _, h, w = latents.shape
@@ -164,7 +164,7 @@ def test_composition_reference_runs_img2img(user):
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert job.metadata["pipeline"] == "img2img"
-    assert job.metadata["reference"] == {"id": reference.pk, "type": "composition",
+    assert job.metadata["reference"] == {"id": reference.pk, "type": "composition", "size": [64, 64],
                                          "reference_strength": 0.7, "denoise_strength": 0.3}
     assert (job.current_step, job.total_steps) == (3, 3)  # the job's steps, whatever the strength
     rows = list(job.images.order_by("image_index"))
@@ -173,16 +173,93 @@ def test_composition_reference_runs_img2img(user):
     assert "Denoising strength: 0.3" in PILImage.open(io.BytesIO(stored_bytes(rows[0]))).info["parameters"]
 
 
-def test_unusable_reference_fails_the_job_with_a_reason(user):
-    style = run_job(make_job(user, reference_image=upload_reference(user), reference_type="style"))
+def test_unusable_reference_fails_the_job_with_a_reason(user, settings):
     deleted = make_job(user, reference_image=upload_reference(user), reference_type="composition")
     deleted.reference_image.delete()
     deleted = run_job(deleted)
+    settings.SDXL_IP_ADAPTER_PATH = ""  # a worker without IP-Adapter weights
+    style = run_job(make_job(user, reference_image=upload_reference(user), reference_type="style"))
 
-    assert (style.status, style.error_message) == (
-        JobStatus.FAILED, "The SDXL pool does not support reference_type 'style'.")
     assert (deleted.status, deleted.error_message) == (
         JobStatus.FAILED, "The reference image was deleted before the job ran.")
+    assert (style.status, style.error_message) == (
+        JobStatus.FAILED, "reference_type 'style' needs IP-Adapter weights, which this SDXL worker does not have.")
+
+
+@pytest.mark.parametrize("reference_type", ["style", "character"])
+def test_ip_adapter_references_condition_the_images(user, reference_type):
+    reference = upload_reference(user)
+    plain = run_job(make_job(user))
+    guided = run_job(make_job(user, reference_image=reference, reference_type=reference_type,
+                              reference_strength=0.8))
+    weak = run_job(make_job(user, reference_image=reference, reference_type=reference_type,
+                            reference_strength=0.1))
+    after = run_job(make_job(user))
+
+    assert guided.status == JobStatus.COMPLETED, guided.error_message
+    assert guided.metadata["reference"]["type"] == reference_type
+    assert guided.metadata["reference"]["ip_adapter"].endswith("ip-adapter_sdxl.safetensors")
+    first = [pixels(job.images.get(image_index=0)) for job in (plain, guided, weak, after)]
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    # The adapter is switched out again: text-only jobs are exactly what they were.
+    assert np.array_equal(first[0], first[3])
+    assert f"Reference: {reference_type}" in PILImage.open(
+        io.BytesIO(stored_bytes(guided.images.get(image_index=0)))).info["parameters"]
+
+
+def test_style_and_character_differ(user):
+    reference = upload_reference(user)
+    style = run_job(make_job(user, reference_image=reference, reference_type="style", reference_strength=1.0))
+    character = run_job(make_job(user, reference_image=reference, reference_type="character",
+                                 reference_strength=1.0))
+    assert not np.array_equal(pixels(style.images.get(image_index=0)), pixels(character.images.get(image_index=0)))
+
+
+def test_out_of_memory_retries_in_smaller_batches(user, monkeypatch):
+    import torch
+
+    normal = run_job(make_job(user, num_images=6, seed=50))
+    real_call = pipeline.call
+    tried = []
+
+    def small_gpu(pipe, kwargs, chunk_seeds, callback):
+        tried.append(len(chunk_seeds))
+        if len(chunk_seeds) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_call(pipe, kwargs, chunk_seeds, callback)
+
+    monkeypatch.setattr(pipeline, "call", small_gpu)
+    job = run_job(make_job(user, num_images=6, seed=50))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert tried == [6, 3, 3]
+    assert job.metadata["batches"] == [3, 3]
+    assert job.metadata["out_of_memory"][0]["batch"] == 6
+    assert (job.current_step, job.total_steps) == (6, 6)  # two calls of three steps
+    for a, b in zip(normal.images.order_by("image_index"), job.images.order_by("image_index"), strict=True):
+        assert a.seed == b.seed and np.abs(pixels(a) - pixels(b)).max() <= 2
+
+
+def test_out_of_memory_for_one_image_fails_clearly(user, monkeypatch):
+    import torch
+
+    def no_gpu_memory(pipe, kwargs, chunk_seeds, callback):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(pipeline, "call", no_gpu_memory)
+    job = run_job(make_job(user, num_images=6))
+
+    assert job.status == JobStatus.FAILED
+    assert job.error_message == "The GPU ran out of memory even for one 64×64 image."
+    assert [entry["batch"] for entry in job.metadata["out_of_memory"]] == [6, 3, 1]
+
+
+def test_impossible_parameters_fail_fast(user):
+    job = make_job(user, num_images=1)
+    Job.objects.filter(pk=job.pk).update(width=66)
+    job = run_job(job)
+    assert job.status == JobStatus.FAILED
+    assert job.error_message == "Width and height must be multiples of 4; got 66×64."
 
 
 def test_reference_strength_maps_to_denoise_strength():
@@ -200,19 +277,23 @@ def test_load_publishes_what_it_loaded_and_survives_a_redis_error(monkeypatch, s
     published = []
     monkeypatch.setattr(pipeline, "_cache", {})
     monkeypatch.setattr("generation.workers.publish_loaded", published.append)
-    pipe = pipeline.load()
-    assert pipeline.load() is pipe  # once per process
-    assert published == [{
+    loaded = pipeline.load()
+    assert pipeline.load() is loaded  # once per process
+    info = published[0]
+    assert len(published) == 1
+    assert {k: info[k] for k in ("pool", "model", "model_path", "device", "dtype", "vram_bytes", "compiled",
+                                 "reference_types")} == {
         "pool": "sdxl", "model": "sdxl-tiny", "model_path": str(sdxl_model), "device": "cpu",
-        "dtype": "float32", "load_seconds": published[0]["load_seconds"], "vram_bytes": None,
-        "vram_total_bytes": None}]
+        "dtype": "float32", "vram_bytes": None, "compiled": False,
+        "reference_types": ["character", "composition", "style"]}
+    assert info["warmup_seconds"] > 0 and info["ip_adapter"].endswith("ip-adapter_sdxl.safetensors")
 
     def fail(info):
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(pipeline, "_cache", {})
     monkeypatch.setattr("generation.workers.publish_loaded", fail)
-    assert pipeline.load() is not pipe
+    assert pipeline.load() is not loaded
 
 
 def test_task_runs_the_job_in_process(user):

@@ -149,6 +149,20 @@ def test_composition_reference_is_used(jobs):
     assert not np.array_equal(jobs.pixels(plain["images"][0]["url"]), jobs.pixels(guided["images"][0]["url"]))
 
 
+@pytest.mark.parametrize("reference_type", ["style", "character"])
+def test_ip_adapter_reference_through_the_api(jobs, reference_type):
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (100, 60), (0, 0, 255)).save(buffer, format="PNG")
+    buffer.seek(0)
+    ref = jobs.api.post("/api/references/", {"file": buffer}, format="multipart").json()
+    plain = jobs.finish(job_type="sdxl_image_fast", prompt="x", seed=9)
+    guided = jobs.finish(job_type="sdxl_image_fast", prompt="x", seed=9, reference_image=ref["id"],
+                         reference_type=reference_type, reference_strength=0.9)
+    assert guided["metadata"]["reference"]["type"] == reference_type
+    assert "ip_adapter" in guided["metadata"]["reference"]
+    assert not np.array_equal(jobs.pixels(plain["images"][0]["url"]), jobs.pixels(guided["images"][0]["url"]))
+
+
 def test_deleting_an_asset_removes_its_files(jobs, settings):
     job = jobs.finish(job_type="video_fast", prompt="waves")
     video = Video.objects.get(job_id=job["id"])

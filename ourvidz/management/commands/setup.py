@@ -25,10 +25,14 @@ class Command(BaseCommand):
 
         builders = [
             ("SDXL_MODEL_PATH", settings.SDXL_MODEL_PATH, devmodel.build),
+            ("SDXL_IP_ADAPTER_PATH", settings.SDXL_IP_ADAPTER_PATH,
+             lambda path: devmodel.build_ip_adapter(settings.SDXL_MODEL_PATH, path)),
             ("WAN_MODEL_PATH", settings.WAN_MODEL_PATH, devmodels.build_wan),
             ("ENHANCER_MODEL_PATH", settings.ENHANCER_MODEL_PATH, devmodels.build_enhancer),
         ]
         for name, path, build in builders:
+            if not path:
+                continue  # an optional model that is not configured
             path = Path(path)
             if path.exists():
                 continue
