@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 SERVICES := $(BIN)/python -m ourvidz.services --
 
-.PHONY: install run test bench-core manage lint clean
+.PHONY: install run test bench-core bench-sdxl manage lint clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ test: install
 
 bench-core: install
 	$(SERVICES) python tests/benchmarks/bench_core.py $(ARGS)
+
+bench-sdxl: install
+	$(SERVICES) python tests/benchmarks/bench_sdxl.py $(ARGS)
 
 manage: install
 	$(SERVICES) python manage.py $(ARGS)
