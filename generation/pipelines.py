@@ -141,3 +141,24 @@ def check_at_start(pool, check):
 
     signals.worker_init.connect(run_check, weak=False)
     return run_check
+
+
+def check_folder(path, variable, classes):
+    """Raise ImproperlyConfigured unless `path` is a diffusers pipeline folder of one of `classes` with
+    every component it lists. Reads JSON only, so a worker's main process can call it before forking."""
+    import json
+
+    folder = Path(path) if path else None
+    if folder is None or not folder.is_dir():
+        raise ImproperlyConfigured(f"{variable}={path}: no such folder.")
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{variable}={folder}: not a diffusers pipeline folder ({exc}).") from exc
+    if index.get("_class_name") not in classes:
+        raise ImproperlyConfigured(f"{variable}={folder}: model_index.json describes {index.get('_class_name')!r}, "
+                                   f"not {' or '.join(sorted(classes))}.")
+    missing = [name for name, value in index.items()
+               if not name.startswith("_") and isinstance(value, list) and value[0] and not (folder / name).is_dir()]
+    if missing:
+        raise ImproperlyConfigured(f"{variable}={folder}: missing {', '.join(missing)}/.")

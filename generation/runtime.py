@@ -64,10 +64,12 @@ class JobRun:
         self.metadata = {}  # merged into Job.metadata
         self.fields = {}  # other Job columns to save at the end, e.g. enhanced_prompt
         self.timings = {}  # seconds per phase
+        self.last_step_at = 0.0
         self._last_write = 0.0
 
     def step(self, step, total):
         """Report step `step` of `total`; raises JobCancelled if the job was cancelled meanwhile."""
+        self.last_step_at = time.perf_counter()
         status = Job.objects.filter(pk=self.job.pk).values_list("status", flat=True).first()
         if status != JobStatus.PROCESSING:
             raise JobCancelled(f"job {self.job.pk} is {status}")
@@ -85,7 +87,23 @@ class JobRun:
         try:
             yield
         finally:
-            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - start, 4)
+            self._add(phase, time.perf_counter() - start)
+
+    @contextmanager
+    def timed_steps(self, steps_phase, tail_phase):
+        """Time a pipeline call in two parts, split at its last reported step: the steps (text
+        encoding included), then what follows them (the VAE decode)."""
+        start = self.last_step_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            end = time.perf_counter()
+            split = max(start, min(self.last_step_at, end))
+            self._add(steps_phase, split - start)
+            self._add(tail_phase, end - split)
+
+    def _add(self, phase, seconds):
+        self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 4)
 
 
 def run(job_id, pool, generate):

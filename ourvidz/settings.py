@@ -168,8 +168,19 @@ SDXL_IP_ADAPTER_IMAGE_ENCODER = env("SDXL_IP_ADAPTER_IMAGE_ENCODER", "image_enco
 SDXL_COMPILE = env("SDXL_COMPILE", "auto")
 SDXL_COMPILE_MODE = env("SDXL_COMPILE_MODE", "max-autotune")
 WAN_MODEL_PATH = env("WAN_MODEL_PATH", str(MODELS_DIR / "wan-tiny"))
+# torch.compile of the WAN transformer at worker start: "auto" compiles on CUDA only.
+WAN_COMPILE = env("WAN_COMPILE", "auto")
+WAN_COMPILE_MODE = env("WAN_COMPILE_MODE", "default")
+# Classifier-free guidance runs for this fraction of the steps; later steps run the conditional pass
+# only (about half their cost). 1.0 keeps guidance on every step.
+WAN_GUIDANCE_STOP = float(env("WAN_GUIDANCE_STOP", "1.0"))
 ENHANCER_MODEL_PATH = env("ENHANCER_MODEL_PATH", str(MODELS_DIR / "enhancer-tiny"))
 ENHANCER_MAX_NEW_TOKENS = int(env("ENHANCER_MAX_NEW_TOKENS", "200"))
+# The enhancer shares the WAN worker's GPU: "auto" keeps it resident when WAN, the enhancer and
+# WAN_MEMORY_RESERVE_GB of working memory fit on the card, and moves it to the CPU between uses
+# otherwise; "always" / "never" force either.
+ENHANCER_OFFLOAD = env("ENHANCER_OFFLOAD", "auto")
+WAN_MEMORY_RESERVE_GB = float(env("WAN_MEMORY_RESERVE_GB", "20"))
 # "auto" picks CUDA when the worker sees a GPU; CUDA_VISIBLE_DEVICES pins each worker to one.
 TORCH_DEVICE = env("TORCH_DEVICE", "auto")
 

@@ -166,7 +166,7 @@ def generate(run):
                         dtype=pipelines.dtype_name(pipe.unet.dtype),
                         pipeline="img2img" if strength is not None else "text2img")
     image_seeds = seeds(job)
-    with run.timed("denoise"), conditioning:
+    with run.timed_steps("denoise", "decode"), conditioning:
         pixels = render(run, pipe, kwargs, image_seeds)
     pipelines.check_finite(pixels)
 

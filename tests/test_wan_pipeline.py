@@ -1,7 +1,7 @@
 """The WAN pool run in-process (no Celery) on the tiny development models."""
 
 import io
-from types import SimpleNamespace
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -172,20 +172,130 @@ def test_cancelling_mid_run_leaves_the_job_cancelled(user, monkeypatch):
 
 
 def test_nan_output_fails_the_job(user, monkeypatch):
-    class NanPipeline:
-        """Stands in for a pipeline whose VAE overflowed."""
+    pipe = pipeline.get_pipeline()
+    decode = pipe.vae.decode
 
-        device, scheduler, transformer = "cpu", None, SimpleNamespace(dtype=torch.float32)
+    def overflowing_decode(*args, **kwargs):  # what a VAE overflowing in half precision returns
+        return (torch.full_like(decode(*args, **kwargs)[0], float("nan")),)
 
-        def __call__(self, **kwargs):
-            return SimpleNamespace(frames=np.full((1, 1, 48, 32, 3), np.nan, dtype=np.float32))
-
-    monkeypatch.setattr(pipeline, "get_pipeline", NanPipeline)
+    monkeypatch.setattr(pipe.vae, "decode", overflowing_decode)
     job = run_job(make_job(user, "image_fast"))
 
     assert job.status == JobStatus.FAILED
     assert job.error_message == "The model produced invalid pixels (NaN); nothing was stored."
     assert not Image.objects.filter(job=job).exists()
+
+
+def test_timings_split_enhance_denoise_decode_encode_store(user):
+    job = run_job(make_job(user, "video7b_fast_enhanced"))
+
+    timings = job.metadata["timings"]
+    assert {"load", "enhance", "denoise", "decode", "encode", "generate", "store"} <= set(timings)
+    assert all(timings[phase] > 0 for phase in ("enhance", "denoise", "decode", "encode", "store"))
+
+
+def test_out_of_memory_retries_once_with_vae_tiling(user, monkeypatch, tmp_path):
+    normal = run_job(make_job(user))
+    real_call = pipeline.call
+    attempts = []
+
+    def first_call_runs_out(run, pipe, kwargs, seed):
+        attempts.append(pipe.vae.use_tiling)
+        if len(attempts) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real_call(run, pipe, kwargs, seed)
+
+    monkeypatch.setattr(pipeline, "call", first_call_runs_out)
+    job = run_job(make_job(user))
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert attempts == [False, True]  # the retry decodes in tiles
+    assert job.metadata["out_of_memory"]["retry"] == "VAE tiling and slicing"
+    assert not pipeline.get_pipeline().vae.use_tiling  # later jobs decode as before
+    first, again = (decode_mp4(stored(Video.objects.get(job=j)), tmp_path) for j in (normal, job))
+    assert first[0].shape == again[0].shape
+
+
+def test_out_of_memory_twice_fails_clearly(user, monkeypatch):
+    def no_memory(run, pipe, kwargs, seed):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(pipeline, "call", no_memory)
+    job = run_job(make_job(user))
+
+    assert job.status == JobStatus.FAILED
+    assert job.error_message == ("The GPU ran out of memory rendering 32×48 with 9 frames, even with VAE "
+                                 "tiling.")
+
+
+def test_late_steps_can_skip_guidance(user, settings):
+    calls = []
+    hook = pipeline.get_pipeline().transformer.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        full = run_job(make_job(user, seed=3))
+        full_calls = len(calls)
+        settings.WAN_GUIDANCE_STOP = 0.6
+        calls.clear()
+        cut = run_job(make_job(user, seed=3))
+        cut_calls = len(calls)
+        again = run_job(make_job(user, seed=3))
+    finally:
+        hook.remove()
+
+    assert (full_calls, cut_calls) == (2 * 5, 2 * 3 + 2)  # 5 steps; guidance stops after step 3
+    assert cut.metadata["guidance_stop_step"] == 3 and "guidance_stop_step" not in full.metadata
+    videos = [stored(Video.objects.get(job=j)) for j in (full, cut, again)]
+    assert videos[1] == videos[2] and videos[0] != videos[1]
+
+
+def test_enhancer_offload_decision():
+    cuda, cpu, gb = torch.device("cuda"), torch.device("cpu"), 2**30
+    # An H100 holds WAN 1.3B + UMT5 (about 14 GB), Qwen2.5-7B (15 GB) and 20 GB of working memory.
+    assert not enhancer.should_offload("auto", cuda, 80 * gb, 14 * gb, 15 * gb, 20 * gb)
+    # A 24 GB card does not: the enhancer waits on the CPU between uses.
+    assert enhancer.should_offload("auto", cuda, 24 * gb, 14 * gb, 15 * gb, 20 * gb)
+    assert not enhancer.should_offload("auto", cpu, 0, 14 * gb, 15 * gb, 20 * gb)
+    assert enhancer.should_offload("always", cpu, 0, 0, 0, 0)
+    assert not enhancer.should_offload("never", cuda, 1, 14 * gb, 15 * gb, 20 * gb)
+
+
+def test_offloaded_enhancer_goes_back_to_the_cpu_after_each_rewrite(settings):
+    model, _ = enhancer.get_enhancer()
+    try:
+        enhancer.place(torch.device("cpu"), offload=True)
+        assert enhancer.enhance("a cat") and model.device.type == "cpu"
+    finally:
+        enhancer.place(torch.device("cpu"), offload=False)
+
+
+def test_wrong_model_paths_are_refused_before_loading(settings, models_dir, tmp_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    pipeline.check_models()  # the configured tiny models pass
+    for path, message in [(tmp_path / "missing", "no such folder"),
+                          (models_dir["sdxl"], "describes 'StableDiffusionXLPipeline', not WanPipeline")]:
+        settings.WAN_MODEL_PATH = str(path)
+        with pytest.raises(ImproperlyConfigured, match=message) as error:
+            pipeline.check_models()
+        assert str(error.value).startswith("WAN_MODEL_PATH=")
+    settings.WAN_MODEL_PATH = str(models_dir["wan"])
+    settings.ENHANCER_MODEL_PATH = str(tmp_path)
+    with pytest.raises(ImproperlyConfigured, match="ENHANCER_MODEL_PATH=.*no config.json"):
+        pipeline.check_models()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, worker_env
+
+    result = subprocess.run([str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"), "start",
+                             "wan"], cwd=ROOT, env=worker_env(WAN_MODEL_PATH=tmp_path / "missing"),
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode != 0
+    assert "wan worker not started: WAN_MODEL_PATH=" in result.stdout + result.stderr
 
 
 def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, settings):
@@ -200,6 +310,8 @@ def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, se
     job = make_job(user, "image_fast")
     tasks.generate(str(job.pk))  # the task body, called directly: no broker involved
     assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
+
+    assert info["warmup_seconds"] > 0 and info["enhancer_offloaded"] is False and info["compiled"] is False
 
     settings.WAN_MODEL_PATH = str(settings.ENHANCER_MODEL_PATH)  # not a diffusers pipeline
     with pytest.raises(OSError, match="model_index.json"):

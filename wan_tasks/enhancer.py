@@ -1,6 +1,7 @@
 """The prompt enhancer: a causal language model that rewrites a short prompt into a detailed one.
 
-Loaded once per worker process from settings.ENHANCER_MODEL_PATH, on the same device as WAN.
+Loaded once per worker process from settings.ENHANCER_MODEL_PATH. It shares the WAN worker's GPU:
+resident when both fit, or kept on the CPU and brought over for each rewrite (`place`).
 """
 
 import logging
@@ -24,6 +25,8 @@ INSTRUCTION = (
     "rewritten prompt only, with no preamble, notes or quotes."
 )
 
+_placement = {"device": None, "offload": False}
+
 
 class EnhancementError(Exception):
     """The enhancer gave no usable prompt."""
@@ -46,20 +49,51 @@ def _load(path, device):
         raise FileNotFoundError(f"no prompt enhancer model at {path} (ENHANCER_MODEL_PATH)")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
-    log.info("loaded prompt enhancer %s on %s (%s)", path, device, dtype)
+    # Loaded on the CPU; `place` (or the first rewrite) puts it where it runs.
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    log.info("loaded prompt enhancer %s (%s)", path, dtype)
     return model, tokenizer
+
+
+def size_bytes(module):
+    """Bytes of a model's weights."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def should_offload(setting, device, total_bytes, wan_bytes, enhancer_bytes, reserve_bytes):
+    """Whether the enhancer lives on the CPU between uses: forced by `setting`, or because WAN, the
+    enhancer and the working memory WAN needs to render do not fit on the GPU together."""
+    if setting in ("always", "never"):
+        return setting == "always"
+    if device.type != "cuda":
+        return False
+    return wan_bytes + enhancer_bytes + reserve_bytes > total_bytes
+
+
+def place(device, offload):
+    """Keep the enhancer on `device`, or on the CPU between rewrites when `offload`."""
+    model, _ = get_enhancer()
+    model.to("cpu" if offload else device)
+    _placement.update(device=device, offload=offload)
+    log.info("prompt enhancer %s", "offloaded to the CPU between uses" if offload else f"resident on {device}")
 
 
 def enhance(prompt):
     """The enhancer's rewrite of `prompt` (greedy, so the same prompt gives the same text)."""
     model, tokenizer = get_enhancer()
-    messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": prompt}]
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True).to(model.device)
-    with torch.inference_mode():
-        output = model.generate(**inputs, do_sample=False, max_new_tokens=settings.ENHANCER_MAX_NEW_TOKENS,
-                                pad_token_id=tokenizer.pad_token_id)
+    device = _placement["device"] or pipelines.torch_device()
+    model.to(device)  # a no-op when resident
+    try:
+        messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": prompt}]
+        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True).to(device)
+        with torch.inference_mode():
+            output = model.generate(**inputs, do_sample=False, max_new_tokens=settings.ENHANCER_MAX_NEW_TOKENS,
+                                    pad_token_id=tokenizer.pad_token_id)
+    finally:
+        if _placement["offload"]:
+            model.to("cpu")
+            pipelines.free_memory()
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     text = tokenizer.decode(new_tokens, skip_special_tokens=True)
     # A model can emit control bytes; PostgreSQL text columns refuse NUL.

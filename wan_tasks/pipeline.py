@@ -1,6 +1,8 @@
-"""The WAN 2.1 text-to-video pipeline: loaded once per worker process, and the pool's `generate`."""
+"""The WAN 2.1 pool: the pipeline (and the prompt enhancer) loaded once per worker process, and
+the pool's `generate`."""
 
 import logging
+import math
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -10,6 +12,7 @@ import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from diffusers import WanPipeline
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from PIL import Image
 
 from generation import images, job_types, pipelines, runtime
@@ -22,6 +25,15 @@ log = logging.getLogger(__name__)
 def get_pipeline():
     """The WanPipeline for the configured path and device, loaded on first use in this process."""
     return _load(settings.WAN_MODEL_PATH, pipelines.torch_device())
+
+
+def check_models():
+    """Refuse to start on a wrong model path (reads no weights; runs before the worker forks)."""
+    pipelines.check_folder(settings.WAN_MODEL_PATH, "WAN_MODEL_PATH", {"WanPipeline"})
+    enhancer_config = Path(settings.ENHANCER_MODEL_PATH) / "config.json"
+    if not enhancer_config.is_file():
+        raise ImproperlyConfigured(f"ENHANCER_MODEL_PATH={settings.ENHANCER_MODEL_PATH}: not a transformers "
+                                   "model folder (no config.json).")
 
 
 @lru_cache(maxsize=1)  # keyed by path and device, so a changed setting loads the new model
@@ -37,9 +49,37 @@ def _load(path, device):
     start = time.perf_counter()
     pipe = WanPipeline.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    pipelines.report_loaded("wan", path, device, pipe.transformer.dtype, time.perf_counter() - start,
-                            vae_dtype=pipelines.dtype_name(pipe.vae.dtype), enhancer=enhancer.model_name())
+    compiled = optimize(pipe, device)
+    model, _ = enhancer.get_enhancer()
+    offload = enhancer.should_offload(
+        settings.ENHANCER_OFFLOAD, device,
+        torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0,
+        sum(enhancer.size_bytes(m) for m in (pipe.transformer, pipe.text_encoder, pipe.vae)),
+        enhancer.size_bytes(model), settings.WAN_MEMORY_RESERVE_GB * 2**30)
+    enhancer.place(device, offload)
+    loaded = time.perf_counter()
+    warm_up(pipe)
+    pipelines.report_loaded("wan", path, device, pipe.transformer.dtype, loaded - start, compiled=compiled,
+                            warmup_seconds=round(time.perf_counter() - loaded, 2),
+                            vae_dtype=pipelines.dtype_name(pipe.vae.dtype), enhancer=enhancer.model_name(),
+                            enhancer_offloaded=offload, reference_types=[])
     return pipe
+
+
+def optimize(pipe, device):
+    """GPU speed-ups that keep the output: a compiled transformer. True if compiled."""
+    if device.type != "cuda" or settings.WAN_COMPILE not in ("auto", "1", "true"):
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    pipe.transformer = torch.compile(pipe.transformer, mode=settings.WAN_COMPILE_MODE, fullgraph=True)
+    return True
+
+
+def warm_up(pipe):
+    """A short render at the default video size, so the first user job pays no one-off costs."""
+    params = job_types.render_params(job_types.get("video_fast"))
+    pipe(prompt="warm-up", height=params["height"], width=params["width"], num_frames=params["frames"],
+         num_inference_steps=2, output_type="latent")
 
 
 def generate(run):
@@ -51,21 +91,13 @@ def generate(run):
     run.metadata.update(model=pipelines.model_name(settings.WAN_MODEL_PATH),
                         sampler=pipelines.sampler_name(pipe), device=str(pipe.device),
                         dtype=pipelines.dtype_name(pipe.transformer.dtype))
-
-    with run.timed("denoise"):  # the whole call: text encoding, denoising and VAE decoding
-        try:
-            frames = pipe(
-                prompt=prompt, negative_prompt=job.negative_prompt or None, height=job.height,
-                width=job.width, num_frames=job.frames if job.type.kind == "video" else 1,
-                num_inference_steps=job.steps, guidance_scale=job.guidance,
-                # A CPU generator gives the same starting noise on every device.
-                generator=torch.Generator(device="cpu").manual_seed(job.seed),
-                output_type="np", callback_on_step_end=pipelines.step_callback(run),
-            ).frames[0]  # float array (frames, h, w, 3) in 0..1
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise runtime.JobError(f"The GPU ran out of memory rendering {job.width}×{job.height} "
-                                   f"with {job.frames} frames.") from exc
+    kwargs = {
+        "prompt": prompt, "negative_prompt": job.negative_prompt or None, "height": job.height,
+        "width": job.width, "num_frames": job.frames if job.type.kind == "video" else 1,
+        "num_inference_steps": job.steps, "guidance_scale": job.guidance, "output_type": "np",
+    }
+    with run.timed_steps("denoise", "decode"):
+        frames = render(run, pipe, kwargs, job.seed)
     pipelines.check_finite(frames)
     frames = (frames * 255).round().clip(0, 255).astype(np.uint8)
 
@@ -73,6 +105,47 @@ def generate(run):
         if job.type.kind == "video":
             return [encode_video(job, frames)]
         return [encode_image(job, frames[0], prompt, run.metadata)]
+
+
+def render(run, pipe, kwargs, seed):
+    """The frames of one pipeline call; on GPU out-of-memory, free it, tile the VAE and retry once."""
+    try:
+        return call(run, pipe, kwargs, seed)
+    except runtime.JobCancelled:
+        pipelines.free_memory()
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        pipelines.free_memory()
+        run.metadata["out_of_memory"] = {"error": str(exc)[:200], "retry": "VAE tiling and slicing"}
+    # Decoding all frames at once is the peak; tiles and slices trade a little time for memory.
+    pipe.vae.enable_tiling()
+    pipe.vae.enable_slicing()
+    try:
+        return call(run, pipe, kwargs, seed)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise runtime.JobError(f"The GPU ran out of memory rendering {kwargs['width']}×{kwargs['height']} with "
+                               f"{kwargs['num_frames']} frames, even with VAE tiling.") from exc
+    finally:
+        pipelines.free_memory()
+        pipe.vae.disable_tiling()  # later jobs decode untiled again, exactly as before
+        pipe.vae.disable_slicing()
+
+
+def call(run, pipe, kwargs, seed):
+    """One pipeline call: float frames (n, h, w, 3) in 0..1. Guidance stops after WAN_GUIDANCE_STOP
+    of the steps; a CPU generator gives the same starting noise on every device."""
+    report = pipelines.step_callback(run)
+    stop = math.ceil(kwargs["num_inference_steps"] * settings.WAN_GUIDANCE_STOP)
+    if stop < kwargs["num_inference_steps"]:
+        run.metadata["guidance_stop_step"] = stop
+
+    def on_step_end(current, step_index, timestep, callback_kwargs):
+        if step_index + 1 >= stop:
+            current._guidance_scale = 1.0  # the remaining steps run the conditional pass only
+        return report(current, step_index, timestep, callback_kwargs)
+
+    return pipe(**kwargs, generator=torch.Generator(device="cpu").manual_seed(seed),
+                callback_on_step_end=on_step_end).frames[0]
 
 
 def enhance_prompt(run, prompt):

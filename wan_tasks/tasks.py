@@ -5,7 +5,7 @@ from celery import shared_task
 # generation.workers is imported for its signal handlers, which publish this worker's heartbeat.
 from generation import pipelines, runtime, workers  # noqa: F401
 
-from . import enhancer, pipeline
+from . import pipeline
 
 
 @shared_task(name="wan.generate")
@@ -14,5 +14,7 @@ def generate(job_id):
     runtime.run(job_id, "wan", pipeline.generate)
 
 
-# The enhancer first, so that the memory figure the pipeline publishes covers both.
-load_models = pipelines.load_at_start("wan", enhancer.get_enhancer, pipeline.get_pipeline)
+# A wrong model path stops the worker at start, with a message naming the variable.
+check_models = pipelines.check_at_start("wan", pipeline.check_models)
+# Loading the pipeline also loads and places the enhancer beside it.
+load_models = pipelines.load_at_start("wan", pipeline.get_pipeline)
