@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 SERVICES := $(BIN)/python -m ourvidz.services --
 
-.PHONY: install run test bench-core bench-sdxl manage lint clean
+.PHONY: install run test bench-core bench-sdxl bench-wan manage lint clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ bench-core: install
 
 bench-sdxl: install
 	$(SERVICES) python tests/benchmarks/bench_sdxl.py $(ARGS)
+
+bench-wan: install
+	$(SERVICES) python tests/benchmarks/bench_wan.py $(ARGS)
 
 manage: install
 	$(SERVICES) python manage.py $(ARGS)

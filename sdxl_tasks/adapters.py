@@ -27,7 +27,8 @@ class IPAdapter:
     def applied(self, pipe, reference_type, strength):
         """The pipeline conditioned by the adapter at `strength` for the length of the block."""
         processors, projection, hid_type, encoder, extractor = self.applied_parts
-        unet = pipe.unet
+        # A torch.compile'd UNet wraps the module; attributes set on the wrapper would not reach it.
+        unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
         unet.set_attn_processor(dict(processors))  # it empties the dict it is given
         unet.encoder_hid_proj = projection
         unet.config.encoder_hid_dim_type = hid_type

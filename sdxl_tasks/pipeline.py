@@ -50,7 +50,10 @@ def _load(path, config_path, adapter_path, device):
                                      settings.SDXL_IP_ADAPTER_IMAGE_ENCODER)
     compiled = optimize(pipe, device)
     loaded = time.perf_counter()
-    warm_up(pipe, batches=job_types.NUM_IMAGES_CHOICES if compiled else (1,))
+    if compiled:
+        warm_up(pipe, job_types.NUM_IMAGES_CHOICES, all_sizes=True)
+    else:
+        warm_up(pipe)
     pipelines.report_loaded(
         "sdxl", path, device, dtype, loaded - start, compiled=compiled,
         warmup_seconds=round(time.perf_counter() - loaded, 2), ip_adapter=adapter.name if adapter else None,
@@ -72,13 +75,15 @@ def optimize(pipe, device):
     return True
 
 
-def warm_up(pipe, batches=(1,)):
-    """Short renders at the default size, so the first user job pays no one-off costs (kernels,
-    compilation for each batch size)."""
-    params = job_types.render_params(job_types.get("sdxl_image_fast"))
-    for batch in batches:
-        pipe(prompt="warm-up", num_inference_steps=2, width=params["width"], height=params["height"],
-             num_images_per_prompt=batch, output_type="latent")
+def warm_up(pipe, batches=(1,), all_sizes=False):
+    """Short renders, so the first user job pays no one-off costs: kernels at the default size, or,
+    for a compiled UNet, a graph for every batch size and aspect ratio."""
+    job_type = job_types.get("sdxl_image_fast")
+    for ratio in job_types.aspect_ratios(job_type) if all_sizes else [None]:
+        params = job_types.render_params(job_type, ratio)
+        for batch in batches:
+            pipe(prompt="warm-up", num_inference_steps=2, width=params["width"], height=params["height"],
+                 num_images_per_prompt=batch, output_type="latent")
 
 
 def load_img2img():

@@ -58,7 +58,7 @@ def _load(path, device):
         enhancer.size_bytes(model), settings.WAN_MEMORY_RESERVE_GB * 2**30)
     enhancer.place(device, offload)
     loaded = time.perf_counter()
-    warm_up(pipe)
+    warm_up(pipe, all_sizes=compiled)
     pipelines.report_loaded("wan", path, device, pipe.transformer.dtype, loaded - start, compiled=compiled,
                             warmup_seconds=round(time.perf_counter() - loaded, 2),
                             vae_dtype=pipelines.dtype_name(pipe.vae.dtype), enhancer=enhancer.model_name(),
@@ -75,11 +75,14 @@ def optimize(pipe, device):
     return True
 
 
-def warm_up(pipe):
-    """A short render at the default video size, so the first user job pays no one-off costs."""
-    params = job_types.render_params(job_types.get("video_fast"))
-    pipe(prompt="warm-up", height=params["height"], width=params["width"], num_frames=params["frames"],
-         num_inference_steps=2, output_type="latent")
+def warm_up(pipe, all_sizes=False):
+    """A short render, so the first user job pays no one-off costs: kernels at the default video size,
+    or, for a compiled transformer, a graph for every aspect ratio."""
+    job_type = job_types.get("video_fast")
+    for ratio in job_types.aspect_ratios(job_type) if all_sizes else [None]:
+        params = job_types.render_params(job_type, ratio)
+        pipe(prompt="warm-up", height=params["height"], width=params["width"], num_frames=params["frames"],
+             num_inference_steps=2, output_type="latent")
 
 
 def generate(run):
