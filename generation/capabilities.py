@@ -16,11 +16,16 @@ def configured_reference_types(pool):
     if pool == "sdxl":
         # composition: img2img from the loaded weights; style/character: IP-Adapter.
         return {"composition"} | ({"style", "character"} if settings.SDXL_IP_ADAPTER_PATH else set())
+    if pool == "wan":
+        # composition: the reference is the first frame of an image-to-video render.
+        return {"composition"} if settings.WAN_I2V_MODEL_PATH else set()
     return set()
 
 
 def reference_types(job_type):
     """The reference_type values that `job_type`'s pool can honour now."""
+    if job_type.pool == "wan" and job_type.kind != "video":
+        return set()  # WAN starts only videos from a reference (image-to-video)
     queue = job_types.POOLS[job_type.pool].queue
     advertised = [set(w["loaded"]["reference_types"]) for w in workers.online()
                   if queue in w.get("queues", []) and "reference_types" in w.get("loaded", {})]
@@ -34,4 +39,10 @@ def why_not(job_type, reference_type):
     if job_type.pool == "sdxl":
         return (f"reference_type '{reference_type}' needs IP-Adapter weights, which the SDXL workers of this "
                 "server do not have; 'composition' is available.")
+    if job_type.kind != "video":
+        return (f"{job_type.name} does not take a reference image: on WAN only video types start from one "
+                "(image-to-video).")
+    if reference_types(job_type):
+        return (f"reference_type '{reference_type}' is not available for {job_type.name}: a video starts from "
+                "its reference image as the first frame; use 'composition'.")
     return f"{job_type.name} does not take a reference image: no image-to-video model is configured."

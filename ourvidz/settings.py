@@ -168,6 +168,10 @@ SDXL_IP_ADAPTER_IMAGE_ENCODER = env("SDXL_IP_ADAPTER_IMAGE_ENCODER", "image_enco
 SDXL_COMPILE = env("SDXL_COMPILE", "auto")
 SDXL_COMPILE_MODE = env("SDXL_COMPILE_MODE", "max-autotune")
 WAN_MODEL_PATH = env("WAN_MODEL_PATH", str(MODELS_DIR / "wan-tiny"))
+# WAN 2.1 image-to-video, for video jobs with a reference image: a WanImageToVideoPipeline folder
+# (e.g. Wan2.1-I2V-14B-480P-Diffusers) whose text encoder and VAE are the text-to-video model's; the
+# worker loads only its transformer and image encoder. Empty: WAN types refuse reference images.
+WAN_I2V_MODEL_PATH = env("WAN_I2V_MODEL_PATH", "" if env("WAN_MODEL_PATH") else str(MODELS_DIR / "wan-i2v-tiny"))
 # torch.compile of the WAN transformer at worker start: "auto" compiles on CUDA only.
 WAN_COMPILE = env("WAN_COMPILE", "auto")
 WAN_COMPILE_MODE = env("WAN_COMPILE_MODE", "default")

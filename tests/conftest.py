@@ -34,13 +34,13 @@ def models_dir():
     path = _models_dir()
     # The folder names of settings' defaults, which job metadata reports as the model names.
     paths = {"sdxl": path / "sdxl-tiny", "ip_adapter": path / "sdxl-ip-adapter-tiny", "wan": path / "wan-tiny",
-             "enhancer": path / "enhancer-tiny"}
+             "wan_i2v": path / "wan-i2v-tiny", "enhancer": path / "enhancer-tiny"}
     if not all(p.exists() for p in paths.values()):
         path.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"]), "--ip-adapter",
                         str(paths["ip_adapter"])], check=True, cwd=ROOT)
         subprocess.run([sys.executable, "-m", "wan_tasks.devmodels", str(paths["wan"]),
-                        str(paths["enhancer"])], check=True, cwd=ROOT)
+                        str(paths["enhancer"]), "--i2v", str(paths["wan_i2v"])], check=True, cwd=ROOT)
     return paths
 
 
@@ -55,7 +55,8 @@ def project_settings(models_dir, media_root):
     overrides = override_settings(
         SDXL_MODEL_PATH=str(models_dir["sdxl"]), SDXL_CONFIG_PATH=str(models_dir["sdxl"]),
         SDXL_TOKENIZER_PATH=str(models_dir["sdxl"] / "tokenizer"), SDXL_IP_ADAPTER_PATH=str(models_dir["ip_adapter"]),
-        WAN_MODEL_PATH=str(models_dir["wan"]), ENHANCER_MODEL_PATH=str(models_dir["enhancer"]),
+        WAN_MODEL_PATH=str(models_dir["wan"]), WAN_I2V_MODEL_PATH=str(models_dir["wan_i2v"]),
+        ENHANCER_MODEL_PATH=str(models_dir["enhancer"]),
         MEDIA_ROOT=media_root, STORAGE_BACKEND="local", OURVIDZ_PROFILE="dev",
     )
     overrides.enable()

@@ -35,6 +35,7 @@ def worker_env(**extra):
         "SDXL_TOKENIZER_PATH": settings.SDXL_TOKENIZER_PATH,
         "SDXL_IP_ADAPTER_PATH": settings.SDXL_IP_ADAPTER_PATH,
         "WAN_MODEL_PATH": settings.WAN_MODEL_PATH,
+        "WAN_I2V_MODEL_PATH": settings.WAN_I2V_MODEL_PATH,
         "ENHANCER_MODEL_PATH": settings.ENHANCER_MODEL_PATH,
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "STORAGE_BACKEND": settings.STORAGE_BACKEND,

@@ -137,7 +137,7 @@ def test_several_bad_fields_are_all_named(api, django_capture_on_commit_callback
     assert {"prompt", "seed"} <= set(response.json())
 
 
-def test_reference_image_rules(api, user, other, django_capture_on_commit_callbacks):
+def test_reference_image_rules(api, user, other, settings, django_capture_on_commit_callbacks):
     ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
                                         height=8, size_bytes=10)
     theirs = ReferenceImage.objects.create(user=other, path="2/b.png", content_type="image/png", width=8,
@@ -152,9 +152,13 @@ def test_reference_image_rules(api, user, other, django_capture_on_commit_callba
         response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
                                prompt="x", **data)
         assert response.status_code == 400 and field in response.json()
+    image, _ = post_job(api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x",
+                        reference_image=ref.pk, reference_type="composition")
+    assert image.status_code == 400 and "only video types" in image.json()["reference_type"][0]
+    settings.WAN_I2V_MODEL_PATH = ""  # no WAN worker online: this server's configuration answers
     wan, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x",
                       reference_image=ref.pk, reference_type="composition")
-    assert wan.status_code == 400 and "image-to-video" in wan.json()["reference_type"][0]
+    assert wan.status_code == 400 and "no image-to-video model" in wan.json()["reference_type"][0]
     assert Job.objects.count() == 1
 
 
@@ -167,9 +171,9 @@ def sdxl_worker_heartbeat():
 
     names = []
 
-    def publish(name, reference_types):
+    def publish(name, reference_types, queue="sdxl_queue"):
         key = f"{workers.KEY_PREFIX}{name}"
-        brokers.client().set(key, json.dumps({"name": name, "queues": ["sdxl_queue"]}), ex=60)
+        brokers.client().set(key, json.dumps({"name": name, "queues": [queue]}), ex=60)
         brokers.client().set(key + ":loaded", json.dumps({"reference_types": reference_types}))
         names.append(key)
 
@@ -197,12 +201,39 @@ def test_ip_adapter_reference_types_follow_what_the_pool_advertises(api, user, s
     assert composition.status_code == 201
 
 
+def test_wan_video_references_follow_what_the_pool_advertises(api, user, sdxl_worker_heartbeat,
+                                                               django_capture_on_commit_callbacks):
+    ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
+                                        height=8, size_bytes=10)
+
+    def post(job_type, reference_type="composition"):
+        return post_job(api, django_capture_on_commit_callbacks, job_type=job_type, prompt="x",
+                        reference_image=ref.pk, reference_type=reference_type)
+
+    sdxl_worker_heartbeat("wan-a@test", ["composition"], queue="wan_queue")  # image-to-video loaded
+    video, sent = post("video7b_fast_enhanced")
+    assert video.status_code == 201 and len(sent) == 1
+    style, _ = post("video_fast", "style")
+    assert style.status_code == 400 and "use 'composition'" in style.json()["reference_type"][0]
+    image, _ = post("image_fast")
+    assert image.status_code == 400 and "only video types" in image.json()["reference_type"][0]
+    # A second WAN worker without an image-to-video model: a video job could land on it.
+    sdxl_worker_heartbeat("wan-b@test", [], queue="wan_queue")
+    refused, sent = post("video_fast")
+    assert refused.status_code == 400 and sent == []
+    assert refused.json()["reference_type"] == [
+        "video_fast does not take a reference image: no image-to-video model is configured."]
+    assert Job.objects.count() == 1
+
+
 def test_configured_reference_types(settings):
     from generation import capabilities
 
     assert capabilities.configured_reference_types("sdxl") == {"composition", "style", "character"}
     settings.SDXL_IP_ADAPTER_PATH = ""
     assert capabilities.configured_reference_types("sdxl") == {"composition"}
+    assert capabilities.configured_reference_types("wan") == {"composition"}  # the tiny I2V model
+    settings.WAN_I2V_MODEL_PATH = ""
     assert capabilities.configured_reference_types("wan") == set()
 
 

@@ -163,6 +163,26 @@ def test_ip_adapter_reference_through_the_api(jobs, reference_type):
     assert not np.array_equal(jobs.pixels(plain["images"][0]["url"]), jobs.pixels(guided["images"][0]["url"]))
 
 
+def test_video_from_a_reference_through_the_api(jobs):
+    from generation import workers
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (100, 60), (255, 0, 0)).save(buffer, format="PNG")
+    buffer.seek(0)
+    ref = jobs.api.post("/api/references/", {"file": buffer}, format="multipart").json()
+    # Submission decides from what the live WAN worker advertises: it loaded the image-to-video model.
+    (wan,) = [w for w in workers.online() if "wan_queue" in w["queues"]]
+    assert wan["loaded"]["reference_types"] == ["composition"] and wan["loaded"]["i2v"] == "wan-i2v-tiny"
+    plain = jobs.finish(job_type="video_fast", prompt="x", seed=5)
+    guided = jobs.finish(job_type="video_fast", prompt="x", seed=5, reference_image=ref["id"],
+                         reference_type="composition")
+    assert guided["metadata"]["pipeline"] == "i2v" and guided["metadata"]["reference"]["size"] == [32, 48]
+    assert jobs.fetch(plain["video"]["url"]) != jobs.fetch(guided["video"]["url"])
+    refused = jobs.api.post("/api/jobs/", {"job_type": "image_fast", "prompt": "x", "reference_image": ref["id"],
+                                           "reference_type": "composition"}, format="json")
+    assert refused.status_code == 400 and "only video types" in refused.json()["reference_type"][0]
+
+
 def test_deleting_an_asset_removes_its_files(jobs, settings):
     job = jobs.finish(job_type="video_fast", prompt="waves")
     video = Video.objects.get(job_id=job["id"])

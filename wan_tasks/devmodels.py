@@ -1,9 +1,10 @@
 """Tiny randomly initialised WAN 2.1 and prompt-enhancer models, built from config for development.
 
 They have the real architectures at toy sizes, so loading and generation code runs unchanged
-without downloads. Usage: `python -m wan_tasks.devmodels WAN_PATH ENHANCER_PATH`.
+without downloads. Usage: `python -m wan_tasks.devmodels WAN_PATH ENHANCER_PATH [--i2v I2V_PATH]`.
 """
 
+import argparse
 import sys
 
 from generation.devmodels import build_atomically, vocabulary, word_level_tokenizer
@@ -45,6 +46,53 @@ def build_wan(path):
                                         flow_shift=3.0)
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                        scheduler=scheduler)
+    return build_atomically(path, pipe.save_pretrained)
+
+
+# The tiny CLIP vision encoder: its hidden size is the I2V transformer's image_dim (1280 for the real
+# ViT-H/14 of WAN 2.1 I2V), its image size what the image processor resizes and crops to (224 there).
+I2V_IMAGE_DIM, I2V_IMAGE_SIZE = 32, 32
+
+
+def build_wan_i2v(wan_path, path):
+    """Write a tiny random WAN 2.1 image-to-video pipeline (WanImageToVideoPipeline) to `path`.
+
+    Its text encoder, tokenizer, VAE and scheduler are those of the tiny text-to-video model at
+    `wan_path`, as the real WAN 2.1 I2V and T2V models share the UMT5 encoder and the VAE: a worker
+    loads the I2V transformer and image encoder beside the T2V pipeline and reuses the rest.
+    """
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, UMT5EncoderModel
+
+    text_encoder = UMT5EncoderModel.from_pretrained(wan_path, subfolder="text_encoder", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(wan_path, subfolder="tokenizer", local_files_only=True)
+    vae = AutoencoderKLWan.from_pretrained(wan_path, subfolder="vae", local_files_only=True)
+    scheduler = UniPCMultistepScheduler.from_pretrained(wan_path, subfolder="scheduler", local_files_only=True)
+    t2v = WanTransformer3DModel.load_config(wan_path, subfolder="transformer", local_files_only=True)
+    torch.manual_seed(0)
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=I2V_IMAGE_DIM, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        image_size=I2V_IMAGE_SIZE, patch_size=4, num_channels=3,
+    ))
+    # The PIL implementation, as transformers picks without torchvision (the workers do not need it).
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": I2V_IMAGE_SIZE},
+                                            crop_size={"height": I2V_IMAGE_SIZE, "width": I2V_IMAGE_SIZE})
+    torch.manual_seed(0)
+    inner_dim = t2v["num_attention_heads"] * t2v["attention_head_dim"]
+    # The T2V transformer's shape, taking 36 input channels (16 noise latents + 4 mask + 16 latents of
+    # the reference video) and image tokens through their own key/value projections, as WAN 2.1 I2V.
+    transformer = WanTransformer3DModel(
+        patch_size=tuple(t2v["patch_size"]), num_attention_heads=t2v["num_attention_heads"],
+        attention_head_dim=t2v["attention_head_dim"], in_channels=2 * vae.config.z_dim + 4,
+        out_channels=vae.config.z_dim, text_dim=text_encoder.config.d_model, freq_dim=t2v["freq_dim"],
+        ffn_dim=t2v["ffn_dim"], num_layers=t2v["num_layers"], cross_attn_norm=t2v["cross_attn_norm"],
+        qk_norm=t2v["qk_norm"], image_dim=I2V_IMAGE_DIM, added_kv_proj_dim=inner_dim,
+        rope_max_seq_len=t2v["rope_max_seq_len"],
+    )
+    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                                   image_processor=image_processor, image_encoder=image_encoder,
+                                   transformer=transformer)
     return build_atomically(path, pipe.save_pretrained)
 
 
@@ -100,10 +148,16 @@ def build_enhancer(path):
 
 
 def main(argv):
-    if len(argv) != 2:
-        sys.exit("usage: python -m wan_tasks.devmodels WAN_PATH ENHANCER_PATH")
-    build_wan(argv[0])
-    build_enhancer(argv[1])
+    parser = argparse.ArgumentParser(prog="python -m wan_tasks.devmodels", description=__doc__)
+    parser.add_argument("wan_path", help="folder for the tiny WAN 2.1 text-to-video pipeline")
+    parser.add_argument("enhancer_path", help="folder for the tiny prompt enhancer")
+    parser.add_argument("--i2v", help="also write a tiny image-to-video pipeline sharing the WAN model's "
+                                      "text encoder and VAE into this folder")
+    args = parser.parse_args(argv)
+    build_wan(args.wan_path)
+    build_enhancer(args.enhancer_path)
+    if args.i2v:
+        build_wan_i2v(args.wan_path, args.i2v)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,22 @@ from PIL import Image
 
 from generation import images, job_types, pipelines, runtime
 
-from . import enhancer, video
+from . import enhancer, i2v, video
 
 log = logging.getLogger(__name__)
 
 
 def get_pipeline():
-    """The WanPipeline for the configured path and device, loaded on first use in this process."""
-    return _load(settings.WAN_MODEL_PATH, pipelines.torch_device())
+    """The WanPipeline for the configured path and device, loaded on first use in this process
+    (with the image-to-video pipeline beside it when WAN_I2V_MODEL_PATH is set)."""
+    return _load(settings.WAN_MODEL_PATH, settings.WAN_I2V_MODEL_PATH, pipelines.torch_device())
+
+
+def get_i2v_pipeline():
+    """The WanImageToVideoPipeline sharing get_pipeline()'s text encoder and VAE; None when
+    WAN_I2V_MODEL_PATH is empty."""
+    pipe = get_pipeline()
+    return i2v.get_i2v(pipe, settings.WAN_I2V_MODEL_PATH) if settings.WAN_I2V_MODEL_PATH else None
 
 
 def check_models():
@@ -34,10 +42,12 @@ def check_models():
     if not enhancer_config.is_file():
         raise ImproperlyConfigured(f"ENHANCER_MODEL_PATH={settings.ENHANCER_MODEL_PATH}: not a transformers "
                                    "model folder (no config.json).")
+    if settings.WAN_I2V_MODEL_PATH:
+        i2v.check_i2v_model(settings.WAN_I2V_MODEL_PATH, settings.WAN_MODEL_PATH)
 
 
-@lru_cache(maxsize=1)  # keyed by path and device, so a changed setting loads the new model
-def _load(path, device):
+@lru_cache(maxsize=1)  # keyed by paths and device, so a changed setting loads the new model
+def _load(path, i2v_path, device):
     if not Path(path).is_dir():
         # diffusers would read a missing folder as a hub repo id and say so, confusingly.
         raise FileNotFoundError(f"no WAN model at {path} (WAN_MODEL_PATH)")
@@ -50,20 +60,37 @@ def _load(path, device):
     pipe = WanPipeline.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     compiled = optimize(pipe, device)
+    # Image-to-video shares the text encoder and VAE just loaded: only its transformer and image encoder
+    # are new in memory.
+    i2v_pipe = i2v.get_i2v(pipe, i2v_path) if i2v_path else None
+    if i2v_pipe is not None:
+        optimize(i2v_pipe, device)
     model, _ = enhancer.get_enhancer()
     offload = enhancer.should_offload(
         settings.ENHANCER_OFFLOAD, device,
         torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0,
-        sum(enhancer.size_bytes(m) for m in (pipe.transformer, pipe.text_encoder, pipe.vae)),
+        sum(enhancer.size_bytes(m) for m in (pipe.transformer, pipe.text_encoder, pipe.vae) + i2v_models(i2v_pipe)),
         enhancer.size_bytes(model), settings.WAN_MEMORY_RESERVE_GB * 2**30)
     enhancer.place(device, offload)
     loaded = time.perf_counter()
     warm_up(pipe, all_sizes=compiled)
+    if i2v_pipe is not None:
+        warm_up(i2v_pipe, all_sizes=compiled, reference=True)
     pipelines.report_loaded("wan", path, device, pipe.transformer.dtype, loaded - start, compiled=compiled,
                             warmup_seconds=round(time.perf_counter() - loaded, 2),
                             vae_dtype=pipelines.dtype_name(pipe.vae.dtype), enhancer=enhancer.model_name(),
-                            enhancer_offloaded=offload, reference_types=[])
+                            enhancer_offloaded=offload,
+                            i2v=pipelines.model_name(i2v_path) if i2v_pipe is not None else None,
+                            # what submission accepts on video types (generation.capabilities)
+                            reference_types=["composition"] if i2v_pipe is not None else [])
     return pipe
+
+
+def i2v_models(i2v_pipe):
+    """The image-to-video pipeline's own modules (the text encoder and VAE are shared)."""
+    if i2v_pipe is None:
+        return ()
+    return tuple(m for m in (i2v_pipe.transformer, i2v_pipe.transformer_2, i2v_pipe.image_encoder) if m is not None)
 
 
 def optimize(pipe, device):
@@ -75,14 +102,16 @@ def optimize(pipe, device):
     return True
 
 
-def warm_up(pipe, all_sizes=False):
+def warm_up(pipe, all_sizes=False, reference=False):
     """A short render, so the first user job pays no one-off costs: kernels at the default video size,
-    or, for a compiled transformer, a graph for every aspect ratio."""
+    or, for a compiled transformer, a graph for every aspect ratio. `reference`: an image-to-video
+    pipeline, given a blank first frame."""
     job_type = job_types.get("video_fast")
     for ratio in job_types.aspect_ratios(job_type) if all_sizes else [None]:
         params = job_types.render_params(job_type, ratio)
+        extra = {"image": Image.new("RGB", (params["width"], params["height"]))} if reference else {}
         pipe(prompt="warm-up", height=params["height"], width=params["width"], num_frames=params["frames"],
-             num_inference_steps=2, output_type="latent")
+             num_inference_steps=2, output_type="latent", **extra)
 
 
 def generate(run):
@@ -90,14 +119,29 @@ def generate(run):
     job = run.job
     with run.timed("load"):
         pipe = get_pipeline()
+    model_path, reference_kwargs = settings.WAN_MODEL_PATH, {}
+    if job.reference_type:
+        # A video from a reference image: image-to-video, the reference as the first frame.
+        with run.timed("load"):
+            i2v_pipe = get_i2v_pipeline()
+            if i2v_pipe is None:
+                # Submission refuses this; a job queued before the model was removed fails clearly.
+                raise runtime.JobError(f"{job.job_type} cannot start from a reference image: this WAN worker "
+                                       "has no image-to-video model (WAN_I2V_MODEL_PATH).")
+            reference = i2v.reference_frame(job)
+        reference_kwargs = i2v.i2v_kwargs(job, reference, i2v_pipe)  # refuses image types, odd sizes
+        run.metadata["reference"] = i2v.reference_metadata(job, reference, settings.WAN_I2V_MODEL_PATH)
+        pipe, model_path = i2v_pipe, settings.WAN_I2V_MODEL_PATH
     prompt = enhance_prompt(run, job.prompt) if job.type.enhanced else job.prompt
-    run.metadata.update(model=pipelines.model_name(settings.WAN_MODEL_PATH),
+    run.metadata.update(model=pipelines.model_name(model_path),
                         sampler=pipelines.sampler_name(pipe), device=str(pipe.device),
-                        dtype=pipelines.dtype_name(pipe.transformer.dtype))
+                        dtype=pipelines.dtype_name(pipe.transformer.dtype),
+                        pipeline="i2v" if reference_kwargs else "t2v")
     kwargs = {
         "prompt": prompt, "negative_prompt": job.negative_prompt or None, "height": job.height,
         "width": job.width, "num_frames": job.frames if job.type.kind == "video" else 1,
         "num_inference_steps": job.steps, "guidance_scale": job.guidance, "output_type": "np",
+        **reference_kwargs,
     }
     with run.timed_steps("denoise", "decode"):
         frames = render(run, pipe, kwargs, job.seed)

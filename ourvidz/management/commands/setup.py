@@ -28,6 +28,8 @@ class Command(BaseCommand):
             ("SDXL_IP_ADAPTER_PATH", settings.SDXL_IP_ADAPTER_PATH,
              lambda path: devmodel.build_ip_adapter(settings.SDXL_MODEL_PATH, path)),
             ("WAN_MODEL_PATH", settings.WAN_MODEL_PATH, devmodels.build_wan),
+            ("WAN_I2V_MODEL_PATH", settings.WAN_I2V_MODEL_PATH,
+             lambda path: devmodels.build_wan_i2v(settings.WAN_MODEL_PATH, path)),
             ("ENHANCER_MODEL_PATH", settings.ENHANCER_MODEL_PATH, devmodels.build_enhancer),
         ]
         for name, path, build in builders:
