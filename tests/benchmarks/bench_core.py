@@ -25,25 +25,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[2]
+import common
+
+ROOT = common.ROOT
 BENCH_DB = "ourvidz_bench"
 HOST, PORT = "127.0.0.1", 8765
 
 
 def bench_env(data_dir):
     env = dict(os.environ)
-    db = urlsplit(env["DATABASE_URL"])
-    redis = urlsplit(env["REDIS_URL"])
     env.update({
-        "DATABASE_URL": urlunsplit(db._replace(path="/" + BENCH_DB)),
-        "REDIS_URL": urlunsplit(redis._replace(path="/15")),
+        **common.scratch_env(BENCH_DB),
         "OURVIDZ_DATA_DIR": str(data_dir),
         "OURVIDZ_MODELS_DIR": str(ROOT / "var" / "models"),
-        "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-use-0123456789",
         "WEB_BIND": f"{HOST}:{PORT}",
-        "LOG_LEVEL": "WARNING",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     })
     return env
@@ -56,16 +52,9 @@ def manage(env, *args):
 
 def reset(env):
     """Fresh scratch database and Redis db, the dev models, and a user with an API token."""
-    import psycopg2
     import redis
 
-    admin = urlsplit(os.environ["DATABASE_URL"])
-    conn = psycopg2.connect(urlunsplit(admin._replace(path="/postgres")))
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    conn.close()
+    common.recreate_database(BENCH_DB)
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     manage(env, "setup")
     return manage(env, "shell", "-c", (

@@ -30,9 +30,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[2]
+import common
+
+ROOT = common.ROOT
 sys.path.insert(0, str(ROOT))
 BENCH_DB = "ourvidz_bench_sdxl"
 PROMPT = "two women walking on a beach at sunset, photo, detailed"
@@ -67,43 +68,8 @@ DRY_RUN = {"unet": dict(block_out_channels=(64, 128, 256), transformer_layers_pe
                           projection_dim=256)}
 
 
-def setup_django(data_dir):
-    """Point this process (and the children it starts) at the scratch database, then django.setup()."""
-    db = urlsplit(os.environ["DATABASE_URL"])
-    redis = urlsplit(os.environ["REDIS_URL"])
-    os.environ.update({
-        "DATABASE_URL": urlunsplit(db._replace(path="/" + BENCH_DB)),
-        "REDIS_URL": urlunsplit(redis._replace(path="/15")),  # what the worker publishes on loading
-        "OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_PROFILE": "dev", "STORAGE_BACKEND": "local",
-        "SDXL_MODEL_PATH": str(data_dir / "models" / "sdxl-tiny"), "SDXL_IP_ADAPTER_PATH": "",
-        "TORCH_DEVICE": "cpu", "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-use-0123456789",
-        "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "ourvidz.settings", "TRANSFORMERS_VERBOSITY": "error",
-    })
-    import diffusers
-    import django
-
-    django.setup()
-    diffusers.utils.logging.disable_progress_bar()
-
-
-def reset_database():
-    import psycopg2
-    from django.core.management import call_command
-
-    admin = urlsplit(os.environ["DATABASE_URL"])
-    conn = psycopg2.connect(urlunsplit(admin._replace(path="/postgres")))
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    conn.close()
-    call_command("migrate", interactive=False, verbosity=0)
-
-
 def run_job(user, num_images, seed, size=None, job_type="sdxl_image_fast"):
     """Create a job, run it as the SDXL worker does, return its timings (seconds) and wall time."""
-    from generation import runtime
-    from generation.models import Job, JobStatus
     from generation.submission import build_job
     from sdxl_tasks import pipeline
 
@@ -111,18 +77,8 @@ def run_job(user, num_images, seed, size=None, job_type="sdxl_image_fast"):
     if size:
         job.width = job.height = size
     job.save()
-    start = time.perf_counter()
-    runtime.run(job.pk, "sdxl", pipeline.generate)
-    wall = time.perf_counter() - start
-    job = Job.objects.get(pk=job.pk)
-    assert job.status == JobStatus.COMPLETED, job.error_message
+    job, wall = common.run_saved_job(job, "sdxl", pipeline.generate)
     return {**job.metadata["timings"], "wall": wall, "steps": job.steps, "size": f"{job.width}x{job.height}"}
-
-
-def bench_user():
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.get_or_create(username="bench")[0]
 
 
 def cpu_part(args):
@@ -130,9 +86,9 @@ def cpu_part(args):
 
     from sdxl_tasks import devmodel
 
-    reset_database()
+    common.reset_database(BENCH_DB)
     devmodel.build(settings.SDXL_MODEL_PATH)
-    user = bench_user()
+    user = common.bench_user()
     print(f"\n1a. Batching gain (CPU, tiny model, sdxl_image_fast, one run): six 1-image jobs vs one 6-image job, "
           f"seeds {args.seed}..{args.seed + 5}")
     print(f"  {'size':>9} {'steps':>5} | {'denoise 6x1':>11} {'1x6':>7} {'gain':>6} | "
@@ -164,7 +120,7 @@ def cpu_part(args):
 
 def warm_child(args):
     """In a fresh process: the worker's first and second jobs; prints their timings as JSON."""
-    user = bench_user()
+    user = common.bench_user()
     print(json.dumps([run_job(user, 1, args.seed), run_job(user, 1, args.seed + 1)]))
 
 
@@ -191,6 +147,8 @@ def build_sdxl(device, dtype, dry_run):
         text_encoder = CLIPTextModel(CLIPTextConfig(**config(CLIP_L, "clip_l"), **ids)).to(dtype)
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config(CLIP_G, "clip_g"), **ids)).to(dtype)
     diffusers.utils.logging.set_verbosity_warning()
+    for model in (unet, vae, text_encoder, text_encoder_2):
+        model.eval()  # as from_pretrained leaves them (models built from a config start in training mode)
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                                      tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
                                      scheduler=EulerDiscreteScheduler(**SCHEDULER), add_watermarker=False)
@@ -202,24 +160,13 @@ def gpu_part(args):
     import numpy as np
     import torch
     from django.conf import settings
-    from django.test import override_settings
 
     from generation import job_types
     from sdxl_tasks import pipeline
 
     dry = args.gpu_dry_run
-    device = torch.device("cpu" if dry else "cuda")
-    dtype = torch.float32 if dry else torch.float16  # what sdxl_tasks.pipeline._load picks
-    cuda = device.type == "cuda"
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    overrides = {"OURVIDZ_PROFILE": "dev" if dry else "production"}  # warm_up renders at the profile's size
-    if args.no_compile:
-        overrides["SDXL_COMPILE"] = "0"
-    with override_settings(**overrides):
+    device, dtype, cuda, sync = common.gpu_device(dry, torch.float16)  # float16: what sdxl_tasks.pipeline._load picks
+    with common.gpu_settings(dry, args.no_compile, "SDXL_COMPILE"):
         what = "scaled-down SDXL (dry run, on a CPU)" if dry else "full-size SDXL"
         print(f"\n2. GPU: {what}, random weights (never zeros), {str(dtype).removeprefix('torch.')}, "
               f"SDXL_COMPILE={settings.SDXL_COMPILE} mode={settings.SDXL_COMPILE_MODE}")
@@ -245,8 +192,7 @@ def gpu_part(args):
             kwargs = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "width": width, "height": height,
                       "num_inference_steps": steps, "guidance_scale": jt.guidance, "output_type": "np"}
             for batch in args.batches:
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
+                common.reset_peak_vram(cuda)
                 totals, decodes, finite = [], [], True
                 for run in range(1 + args.runs):  # the first run is untimed
                     marks = {}
@@ -267,7 +213,7 @@ def gpu_part(args):
                         totals.append((end - start) / batch)
                         decodes.append((end - marks["denoised"]) / batch)
                 per_image = statistics.median(totals)
-                peak = f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if cuda else "        –"
+                peak = common.peak_vram(cuda)
                 goal = GOALS.get((name, batch)) if steps == jt.steps and not dry else None
                 verdict = f"<= {goal} s: {'met' if per_image <= goal else 'MISSED'}" if goal else ""
                 print(f"  {name:<16} {f'{width}x{height}':>9} {steps:>5} {batch:>5} | {per_image:7.3f} "
@@ -279,13 +225,7 @@ def gpu_part(args):
 
 
 def header(args):
-    import diffusers
-    import torch
-    import transformers
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
-    print(f"SDXL benchmark — GPU: {device}; CPU threads: {torch.get_num_threads()}; torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}, transformers {transformers.__version__}")
+    common.print_versions("SDXL")
     sizes = ", ".join(f"{s}x{s}" if s else "dev profile" for s in args.sizes)
     print(f"  settings: CPU sizes {sizes}; GPU batches {args.batches}, job types {', '.join(args.job_types)}, "
           f"steps {args.steps or ('2 (dry run)' if args.gpu_dry_run else 'from the job-type table')}, "
@@ -294,9 +234,7 @@ def header(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU part")
-    parser.add_argument("--gpu", action="store_true", help="only the GPU part; fails without CUDA")
-    parser.add_argument("--gpu-dry-run", action="store_true", help="only the GPU code path, scaled down, on a CPU")
+    common.add_part_options(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 128],
                         help="CPU batching sizes in pixels, multiples of 4; 0 = the dev profile's (default: 0 128)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 3, 6], help="GPU batch sizes")
@@ -309,26 +247,14 @@ def main():
     args = parser.parse_args()
 
     if args.warm_child:  # the environment is the parent's: scratch database, temp folder
-        import diffusers
-        import django
-
-        django.setup()
-        diffusers.utils.logging.disable_progress_bar()
+        common.django_setup()
         return warm_child(args)
     data_dir = Path(tempfile.mkdtemp(prefix="ourvidz-bench-sdxl-"))
     try:
-        setup_django(data_dir)
+        common.setup_django(BENCH_DB, data_dir, SDXL_MODEL_PATH=str(data_dir / "models" / "sdxl-tiny"),
+                            SDXL_IP_ADAPTER_PATH="")
         header(args)
-        import torch
-
-        if args.gpu and not torch.cuda.is_available():
-            sys.exit("--gpu: no CUDA device in this process")
-        if not (args.gpu or args.gpu_dry_run):
-            cpu_part(args)
-        if args.gpu or args.gpu_dry_run or (torch.cuda.is_available() and not args.cpu_only):
-            gpu_part(args)
-        elif not args.cpu_only:
-            print("\n2. GPU part skipped: no CUDA device (--gpu-dry-run runs its code path on a CPU).")
+        common.run_parts(args, cpu_part, gpu_part)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

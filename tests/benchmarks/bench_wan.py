@@ -29,16 +29,16 @@ Prints figures; asserts nothing about speed.
 
 import argparse
 import math
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[2]
+import common
+
+ROOT = common.ROOT
 sys.path.insert(0, str(ROOT))
 BENCH_DB = "ourvidz_bench_wan"
 PROMPT = "two women walking on a beach at sunset, cinematic"
@@ -68,51 +68,9 @@ DRY_RUN = {"transformer": dict(num_attention_heads=2, attention_head_dim=24, tex
            "text_encoder": dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16)}
 
 
-def setup_django(data_dir):
-    """Point this process at the scratch database and the temp folder's models, then django.setup()."""
-    db = urlsplit(os.environ["DATABASE_URL"])
-    redis = urlsplit(os.environ["REDIS_URL"])
-    os.environ.update({
-        "DATABASE_URL": urlunsplit(db._replace(path="/" + BENCH_DB)),
-        "REDIS_URL": urlunsplit(redis._replace(path="/15")),  # what the worker publishes on loading
-        "OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_PROFILE": "dev", "STORAGE_BACKEND": "local",
-        "WAN_MODEL_PATH": str(data_dir / "models" / "wan-tiny"),
-        "ENHANCER_MODEL_PATH": str(data_dir / "models" / "enhancer-tiny"),
-        "TORCH_DEVICE": "cpu", "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-use-0123456789",
-        "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "ourvidz.settings", "TRANSFORMERS_VERBOSITY": "error",
-    })
-    import diffusers
-    import django
-
-    django.setup()
-    diffusers.utils.logging.disable_progress_bar()
-
-
-def reset_database():
-    import psycopg2
-    from django.core.management import call_command
-
-    admin = urlsplit(os.environ["DATABASE_URL"])
-    conn = psycopg2.connect(urlunsplit(admin._replace(path="/postgres")))
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    conn.close()
-    call_command("migrate", interactive=False, verbosity=0)
-
-
-def bench_user():
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.get_or_create(username="bench")[0]
-
-
 def run_job(user, job_type, seed, size=None, frames=None):
     """Create a job (size "WxH" and frames overriding the profile's), run it as the WAN worker does;
     return the job and its wall time."""
-    from generation import runtime
-    from generation.models import Job, JobStatus
     from generation.submission import build_job
     from wan_tasks import pipeline
 
@@ -122,12 +80,7 @@ def run_job(user, job_type, seed, size=None, frames=None):
     if frames:
         job.frames = frames
     job.save()
-    start = time.perf_counter()
-    runtime.run(job.pk, "wan", pipeline.generate)
-    wall = time.perf_counter() - start
-    job = Job.objects.get(pk=job.pk)
-    assert job.status == JobStatus.COMPLETED, job.error_message
-    return job, wall
+    return common.run_saved_job(job, "wan", pipeline.generate)
 
 
 class BenchRun:
@@ -182,10 +135,10 @@ def cpu_part(args):
 
     from wan_tasks import devmodels, pipeline
 
-    reset_database()
+    common.reset_database(BENCH_DB)
     devmodels.build_wan(settings.WAN_MODEL_PATH)
     devmodels.build_enhancer(settings.ENHANCER_MODEL_PATH)
-    user = bench_user()
+    user = common.bench_user()
 
     start = time.perf_counter()
     run_job(user, CPU_JOB_TYPE, args.seed, args.cpu_size, args.cpu_frames)  # loads models, first calls
@@ -302,18 +255,8 @@ def gpu_part(args):
     from wan_tasks import pipeline
 
     dry = args.gpu_dry_run
-    device = torch.device("cpu" if dry else "cuda")
-    dtype = torch.float32 if dry else torch.bfloat16  # what wan_tasks.pipeline._load picks
-    cuda = device.type == "cuda"
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    overrides = {"OURVIDZ_PROFILE": "dev" if dry else "production"}  # warm_up renders at the profile's size
-    if args.no_compile:
-        overrides["WAN_COMPILE"] = "0"
-    with override_settings(**overrides):
+    device, dtype, cuda, sync = common.gpu_device(dry, torch.bfloat16)  # bfloat16: what wan_tasks.pipeline._load picks
+    with common.gpu_settings(dry, args.no_compile, "WAN_COMPILE"):
         what = "scaled-down WAN 2.1 1.3B (dry run, on a CPU)" if dry else "full-size WAN 2.1 T2V 1.3B"
         print(f"\n2. GPU: {what}, random weights (never zeros), transformer and text encoder "
               f"{str(dtype).removeprefix('torch.')}, VAE float32, WAN_COMPILE={settings.WAN_COMPILE} "
@@ -352,8 +295,7 @@ def gpu_part(args):
                   f"first (untimed) run {first:.1f} s", flush=True)
             reference = None
             for stop in stops:
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
+                common.reset_peak_vram(cuda)
                 try:
                     with override_settings(WAN_GUIDANCE_STOP=stop):
                         runs = [render(pipe, kwargs, args.seed, sync) for _ in range(args.runs)]
@@ -366,7 +308,7 @@ def gpu_part(args):
                 decode = statistics.median(r[2] for r in runs)
                 guided = guided_steps(steps, stop)
                 achieved = flops * (2 * guided + (steps - guided)) / denoise / 1e12
-                peak = f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if cuda else "        –"
+                peak = common.peak_vram(cuda)
                 goal = GOALS.get(name) if steps == jt.steps and frames == GPU_FRAMES and not dry else None
                 verdict = f"<= {goal:.0f} s: {'met' if seconds <= goal else 'MISSED'}" if goal else ""
                 finite = all(bool(np.isfinite(r[0]).all()) for r in runs)
@@ -392,13 +334,7 @@ def gpu_part(args):
 
 
 def header(args):
-    import diffusers
-    import torch
-    import transformers
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
-    print(f"WAN benchmark — GPU: {device}; CPU threads: {torch.get_num_threads()}; torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}, transformers {transformers.__version__}")
+    common.print_versions("WAN")
     cpu_size = "x".join(map(str, args.cpu_size)) if args.cpu_size else "dev profile"
     print(f"  settings: CPU job {cpu_size}, frames {args.cpu_frames or 'dev profile'}; GPU job types "
           f"{', '.join(args.job_types)}, steps {args.steps or 'from the job-type table'}, frames "
@@ -414,9 +350,7 @@ def size(text):
 def main():
     sys.stdout.reconfigure(line_buffering=True)  # partial figures survive a time limit
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU part")
-    parser.add_argument("--gpu", action="store_true", help="only the GPU part; fails without CUDA")
-    parser.add_argument("--gpu-dry-run", action="store_true", help="only the GPU code path, scaled down, on a CPU")
+    common.add_part_options(parser)
     parser.add_argument("--cpu-size", type=size, help="CPU job WIDTHxHEIGHT, multiples of 16 (default: the dev "
                                                       "profile's 32x48), e.g. 96x160")
     parser.add_argument("--cpu-frames", type=int, help="CPU job frames, 4k+1 (default: the dev profile's 9), e.g. 33")
@@ -436,18 +370,10 @@ def main():
 
     data_dir = Path(tempfile.mkdtemp(prefix="ourvidz-bench-wan-"))
     try:
-        setup_django(data_dir)
+        common.setup_django(BENCH_DB, data_dir, WAN_MODEL_PATH=str(data_dir / "models" / "wan-tiny"),
+                            ENHANCER_MODEL_PATH=str(data_dir / "models" / "enhancer-tiny"))
         header(args)
-        import torch
-
-        if args.gpu and not torch.cuda.is_available():
-            sys.exit("--gpu: no CUDA device in this process")
-        if not (args.gpu or args.gpu_dry_run):
-            cpu_part(args)
-        if args.gpu or args.gpu_dry_run or (torch.cuda.is_available() and not args.cpu_only):
-            gpu_part(args)
-        elif not args.cpu_only:
-            print("\n2. GPU part skipped: no CUDA device (--gpu-dry-run runs its code path on a CPU).")
+        common.run_parts(args, cpu_part, gpu_part)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

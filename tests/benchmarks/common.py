@@ -1,0 +1,156 @@
+"""What the benchmark scripts share: the scratch database, Django set-up, the GPU part's scaffolding.
+
+The scripts run as `python tests/benchmarks/bench_x.py`, so this folder is on sys.path and they `import common`.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def scratch_env(bench_db):
+    """Environment of a benchmark run: database `bench_db` and Redis db 15 on the configured servers, quiet logs."""
+    db = urlsplit(os.environ["DATABASE_URL"])
+    redis = urlsplit(os.environ["REDIS_URL"])
+    return {
+        "DATABASE_URL": urlunsplit(db._replace(path="/" + bench_db)),
+        "REDIS_URL": urlunsplit(redis._replace(path="/15")),  # what the worker publishes on loading
+        "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-use-0123456789",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def recreate_database(bench_db):
+    """Drop database `bench_db` (if any) on the DATABASE_URL server and create it empty."""
+    import psycopg2
+
+    admin = urlsplit(os.environ["DATABASE_URL"])
+    conn = psycopg2.connect(urlunsplit(admin._replace(path="/postgres")))
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{bench_db}"')
+    conn.close()
+
+
+def django_setup():
+    """django.setup(), with diffusers' progress bars off."""
+    import diffusers
+    import django
+
+    django.setup()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def setup_django(bench_db, data_dir, **env):
+    """Point this process (and the children it starts) at the scratch database and `data_dir`, then set up Django."""
+    os.environ.update({
+        **scratch_env(bench_db),
+        "OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_PROFILE": "dev", "STORAGE_BACKEND": "local",
+        "TORCH_DEVICE": "cpu", "DJANGO_SETTINGS_MODULE": "ourvidz.settings", "TRANSFORMERS_VERBOSITY": "error",
+        **env,
+    })
+    django_setup()
+
+
+def reset_database(bench_db):
+    """Recreate the scratch database this Django process uses, and migrate it."""
+    from django.core.management import call_command
+
+    recreate_database(bench_db)
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def bench_user():
+    """The `bench` user, created on first use."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get_or_create(username="bench")[0]
+
+
+def run_saved_job(job, queue, generate):
+    """Run a saved job as the `queue` worker does; return it reloaded (it must have completed) and its wall time."""
+    from generation import runtime
+    from generation.models import Job, JobStatus
+
+    start = time.perf_counter()
+    runtime.run(job.pk, queue, generate)
+    wall = time.perf_counter() - start
+    job = Job.objects.get(pk=job.pk)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    return job, wall
+
+
+def print_versions(name):
+    """The header's first line: the GPU, CPU threads, torch / diffusers / transformers versions."""
+    import diffusers
+    import torch
+    import transformers
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    print(f"{name} benchmark — GPU: {device}; CPU threads: {torch.get_num_threads()}; torch {torch.__version__}, "
+          f"diffusers {diffusers.__version__}, transformers {transformers.__version__}")
+
+
+def add_part_options(parser):
+    """The --cpu-only, --gpu and --gpu-dry-run options that run_parts reads."""
+    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU part")
+    parser.add_argument("--gpu", action="store_true", help="only the GPU part; fails without CUDA")
+    parser.add_argument("--gpu-dry-run", action="store_true", help="only the GPU code path, scaled down, on a CPU")
+
+
+def run_parts(args, cpu_part, gpu_part):
+    """Run the CPU part and/or the GPU part, as --cpu-only, --gpu, --gpu-dry-run and CUDA's presence select."""
+    import torch
+
+    if args.gpu and not torch.cuda.is_available():
+        sys.exit("--gpu: no CUDA device in this process")
+    if not (args.gpu or args.gpu_dry_run):
+        cpu_part(args)
+    if args.gpu or args.gpu_dry_run or (torch.cuda.is_available() and not args.cpu_only):
+        gpu_part(args)
+    elif not args.cpu_only:
+        print("\n2. GPU part skipped: no CUDA device (--gpu-dry-run runs its code path on a CPU).")
+
+
+def gpu_device(dry, dtype):
+    """(device, dtype, cuda, sync) of the GPU part: CUDA in `dtype`, or the CPU in float32 for a dry run."""
+    import torch
+
+    device = torch.device("cpu" if dry else "cuda")
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    return device, torch.float32 if dry else dtype, cuda, sync
+
+
+def gpu_settings(dry, no_compile, compile_setting):
+    """override_settings of the GPU part: the profile warm_up renders at, `compile_setting` "0" with --no-compile."""
+    from django.test import override_settings
+
+    overrides = {"OURVIDZ_PROFILE": "dev" if dry else "production"}
+    if no_compile:
+        overrides[compile_setting] = "0"
+    return override_settings(**overrides)
+
+
+def reset_peak_vram(cuda):
+    """Start a peak-VRAM measurement (nothing without CUDA)."""
+    import torch
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_vram(cuda):
+    """Peak VRAM since reset_peak_vram, 9 characters wide for the tables ("–" without CUDA)."""
+    import torch
+
+    return f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if cuda else "        –"
