@@ -107,7 +107,8 @@ class Job(models.Model):
             models.UniqueConstraint(fields=["user", "idempotency_key"], name="unique_idempotency_key"),
         ]
         indexes = [
-            models.Index(fields=["queue", "status", "created_at"], name="job_queue_status_created"),
+            # Queue positions count the queued jobs ahead; a partial index keeps that count small.
+            models.Index(fields=["queue", "created_at"], condition=models.Q(status="queued"), name="job_queued"),
             models.Index(fields=["user", "-created_at"], name="job_user_created"),
         ]
 

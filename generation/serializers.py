@@ -131,6 +131,7 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "total_steps", "error_message", "metadata", "retry_of", "created_at", "started_at",
             "completed_at", "duration", "images", "video",
         ]
+        read_only_fields = fields  # a representation only: JobRequestSerializer is what clients send
 
     def get_queue_position(self, job):
         return job.queue_position()
