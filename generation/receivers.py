@@ -5,7 +5,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import negative_prompts, storage
+from . import events, negative_prompts, storage
 from .models import Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
 from .signals import job_completed, job_failed
 
@@ -40,6 +40,7 @@ def record_results(sender, job, outputs, metadata, fields, **kwargs):
                 )
         Job.move(locked.pk, JobStatus.COMPLETED, progress=1.0, metadata={**locked.metadata, **metadata},
                  **fields)
+        transaction.on_commit(lambda: events.publish(locked))
 
 
 @receiver(job_failed)
@@ -49,6 +50,7 @@ def record_failure(sender, job, error, metadata, fields, **kwargs):
         locked = Job.objects.select_for_update().get(pk=job.pk)
         Job.move(locked.pk, JobStatus.FAILED, error_message=error, completed_at=timezone.now(),
                  metadata={**locked.metadata, **metadata}, **fields)
+        transaction.on_commit(lambda: events.publish(locked))
 
 
 @receiver(post_delete, sender=Image)

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from . import images, storage
+from . import events, images, storage
 from .models import Job, JobStatus
 from .signals import job_completed, job_failed
 
@@ -79,6 +79,7 @@ class JobRun:
             Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
                 current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0
             )
+            events.publish(self.job)
 
     @contextmanager
     def timed(self, phase):
@@ -113,6 +114,7 @@ def run(job_id, pool, generate):
         log.info("job %s is not runnable (cancelled or finished); skipped", job_id)
         return
     job = Job.objects.get(pk=job_id)
+    events.publish(job)
     job_run = JobRun(job)
     stored = []
     try:

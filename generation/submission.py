@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 
 from ourvidz.celery import app as celery_app
 
-from . import job_types, negative_prompts
+from . import events, job_types, negative_prompts
 from .models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,10 @@ def dispatch(job):
 
 def cancel(job):
     """Cancel a queued or running job; a running one stops at its next step. True if it moved."""
-    return Job.move(job.pk, JobStatus.CANCELLED)
+    moved = Job.move(job.pk, JobStatus.CANCELLED)
+    if moved:
+        events.publish(job)
+    return moved
 
 
 def retry(job):

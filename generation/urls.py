@@ -14,5 +14,6 @@ api = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("job-types/", views.JobTypesView.as_view(), name="job-types"),
     path("queues/", views.QueuesView.as_view(), name="queues"),
+    path("negative-prompt/", views.NegativePromptView.as_view(), name="negative-prompt"),
     path("", include(router.urls)),
 ]

@@ -1,9 +1,11 @@
 """The JSON API (DRF) plus the health check and signed local media. Thin: logic lives in modules."""
 
+import json
 from dataclasses import asdict
 
+from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -12,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import brokers, job_types, queues, references, storage, submission
+from . import brokers, capabilities, events, job_types, negative_prompts, queues, references, storage, submission
 from .models import Image, Job, ReferenceImage, Video
 from .serializers import ImageSerializer, JobRequestSerializer, JobSerializer, ReferenceImageSerializer, VideoSerializer
 
@@ -108,15 +110,31 @@ class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixi
 
 class JobTypesView(APIView):
     def get(self, request):
-        """The ten job types with their parameters in this server's profile."""
+        """The ten job types with their parameters in this server's profile, and the reference types
+        their pool accepts now."""
         rows = []
         for jt in job_types.JOB_TYPES.values():
             rows.append({
                 **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
                 "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
                 "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
+                "reference_types": sorted(capabilities.reference_types(jt)),
             })
         return Response(rows)
+
+
+class NegativePromptView(APIView):
+    def get(self, request):
+        """The negative prompt a job would get (`job_type`, `prompt`, `negative_prompt` query parameters),
+        built exactly as submission builds it."""
+        jt = job_types.JOB_TYPES.get(request.query_params.get("job_type", "sdxl_image_fast"))
+        if jt is None:
+            raise ValidationError({"job_type": ["Unknown job type."]})
+        user_negative = request.query_params.get("negative_prompt", "")
+        if jt.pool != "sdxl":  # WAN jobs carry only the user's own negative prompt
+            return Response({"negative_prompt": user_negative, "multi_party": [], "dropped": []})
+        built = negative_prompts.build(request.query_params.get("prompt", ""), user_negative)
+        return Response({"negative_prompt": built.text, "multi_party": built.multi_party, "dropped": built.dropped})
 
 
 class QueuesView(APIView):
@@ -159,3 +177,32 @@ def media(request, bucket, name):
     if not path.is_file():
         raise Http404
     return FileResponse(path.open("rb"), content_type=storage.content_type(name))
+
+
+# An open page holds one server thread; streams end after this long and the browser reconnects.
+EVENT_STREAM_SECONDS = 25
+
+
+@login_required
+@require_GET
+def job_events(request):
+    """Server-sent events: the requesting user's jobs as they change (`event: job`, the API's JSON)."""
+    user = request.user
+
+    def job_data(job_id):
+        job = Job.objects.filter(pk=job_id, user=user).select_related("video").first()
+        return json.dumps(JobSerializer(job, context={"request": request}).data, default=str) if job else None
+
+    def stream():
+        yield "retry: 1000\n\n"
+        active = Job.objects.filter(user=user, status__in=["queued", "processing"]).values_list("pk", flat=True)
+        for job_id in list(active):
+            yield f"event: job\ndata: {job_data(job_id)}\n\n"
+        for job_id in events.changed_jobs(user.pk, EVENT_STREAM_SECONDS):
+            data = job_data(job_id) if job_id else None
+            yield f"event: job\ndata: {data}\n\n" if data else ": still here\n\n"
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # let nginx pass events through as they come
+    return response

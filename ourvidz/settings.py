@@ -118,7 +118,13 @@ STATIC_ROOT = env("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Whether visitors may create their own account at /accounts/signup/ (otherwise admins add users).
+OURVIDZ_SIGNUP = env_bool("OURVIDZ_SIGNUP", False)
+# Where the dashboard links operators to Flower.
+FLOWER_URL = env("FLOWER_URL", "http://127.0.0.1:5555/")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,0 +1,46 @@
+"""Live job updates for the web pages.
+
+Whoever changes a job (the worker's runtime and receivers, a cancel) publishes its id on its owner's
+Redis channel; the server-sent-events view relays the job's current state, read from the database,
+to that user's open pages. Publishing never fails a job: Redis trouble only costs liveness, and
+the pages fall back to polling.
+"""
+
+import logging
+import time
+
+from .brokers import client
+
+log = logging.getLogger(__name__)
+
+
+def channel(user_id):
+    return f"ourvidz:jobs:{user_id}"
+
+
+def publish(job):
+    """Tell `job`'s owner's open pages that the job changed."""
+    try:
+        client().publish(channel(job.user_id), str(job.pk))
+    except Exception:  # liveness only; the database holds the truth
+        log.warning("could not publish an update of job %s", job.pk, exc_info=True)
+
+
+def changed_jobs(user_id, seconds, heartbeat=10.0):
+    """Yield ids of the user's jobs as they change, for `seconds`; None every `heartbeat` seconds
+    without news (so the stream can show it is alive)."""
+    pubsub = client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel(user_id))
+    try:
+        end = time.monotonic() + seconds
+        quiet_since = time.monotonic()
+        while time.monotonic() < end:
+            message = pubsub.get_message(timeout=min(1.0, max(0.0, end - time.monotonic())))
+            if message:
+                quiet_since = time.monotonic()
+                yield message["data"].decode()
+            elif time.monotonic() - quiet_since >= heartbeat:
+                quiet_since = time.monotonic()
+                yield None
+    finally:
+        pubsub.close()
