@@ -16,7 +16,8 @@ urlpatterns = [
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("events/jobs", generation_views.job_events, name="job-events"),
     path("accounts/login/", auth_views.LoginView.as_view(
-        extra_context={"signup_enabled": lambda: settings.OURVIDZ_SIGNUP}), name="login"),
+        redirect_authenticated_user=True, extra_context={"signup_enabled": lambda: settings.OURVIDZ_SIGNUP}),
+        name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("admin/", admin.site.urls),
