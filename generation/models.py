@@ -182,6 +182,8 @@ class Image(Asset):
 
     class Meta(Asset.Meta):
         constraints = [models.UniqueConstraint(fields=["job", "image_index"], name="unique_image_per_index")]
+        # The Library pages through a user's assets newest first (generation/library.py).
+        indexes = [models.Index(fields=["user", "-created_at", "-id"], name="image_user_created")]
 
     def __str__(self):
         return self.image_path
@@ -201,6 +203,9 @@ class Video(Asset):
     duration = models.FloatField(default=0.0)
     fps = models.PositiveSmallIntegerField(default=0)
     frame_count = models.PositiveIntegerField(default=0)
+
+    class Meta(Asset.Meta):
+        indexes = [models.Index(fields=["user", "-created_at", "-id"], name="video_user_created")]
 
     def __str__(self):
         return self.video_path

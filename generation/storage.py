@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core import signing
@@ -64,11 +65,13 @@ class LocalStorage:
     def exists(self, bucket, name):
         return self.file_path(bucket, name).is_file()
 
-    def url(self, bucket, name, ttl):
+    def url(self, bucket, name, ttl, download=None):
+        """A signed URL valid for `ttl` seconds; with `download`, the browser saves it under that name."""
         expires = int(time.time()) + ttl
         signature = _signer.signature(f"{bucket}/{name}:{expires}")
         path = reverse("media", kwargs={"bucket": bucket, "name": name})
-        return f"{path}?expires={expires}&signature={signature}"
+        extra = f"&download={quote(download)}" if download else ""
+        return f"{path}?expires={expires}&signature={signature}{extra}"
 
     def verify(self, bucket, name, expires, signature):
         """True when a URL's signature is ours and it has not expired."""
@@ -142,8 +145,11 @@ class MinioStorage:
                 return False
             raise
 
-    def url(self, bucket, name, ttl):
-        return self.url_client.presigned_get_object(self._bucket(bucket), name, expires=timedelta(seconds=ttl))
+    def url(self, bucket, name, ttl, download=None):
+        """A presigned GET URL; with `download`, S3 answers as an attachment with that name."""
+        headers = {"response-content-disposition": f'attachment; filename="{download}"'} if download else None
+        return self.url_client.presigned_get_object(self._bucket(bucket), name, expires=timedelta(seconds=ttl),
+                                                    response_headers=headers)
 
     def check(self):
         self.client.list_buckets()

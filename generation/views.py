@@ -6,6 +6,7 @@ from dataclasses import asdict
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.utils.text import get_valid_filename
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -176,7 +177,10 @@ def media(request, bucket, name):
         raise Http404 from exc
     if not path.is_file():
         raise Http404
-    return FileResponse(path.open("rb"), content_type=storage.content_type(name))
+    # ?download=<file name> saves the file under that name instead of showing it.
+    download = get_valid_filename(request.GET.get("download", "")) if request.GET.get("download") else ""
+    return FileResponse(path.open("rb"), content_type=storage.content_type(name), as_attachment=bool(download),
+                        filename=download or None)
 
 
 # An open page holds one server thread; streams end after this long and the browser reconnects.

@@ -121,3 +121,24 @@ def test_a_worker_stores_its_files_in_minio(s3_endpoint, tmp_path, settings):
     image = Image.objects.get(job=job, image_index=2)
     with urllib.request.urlopen(backend.url(image.bucket, image.image_path, 60)) as response:
         assert response.read().startswith(b"\x89PNG")
+
+
+def test_download_urls_save_under_the_given_name(client, tmp_path, settings, s3_endpoint):
+    settings.STORAGE_BACKEND = "local"
+    settings.MEDIA_ROOT = tmp_path
+    storage._storage.cache_clear()
+    try:
+        backend = storage.get_storage()
+        backend.put("image-fast", "3/j_0.png", b"pixels")
+        response = client.get(backend.url("image-fast", "3/j_0.png", 60, download="ourvidz-image_fast-7.png"))
+        assert response.status_code == 200
+        assert response["Content-Disposition"] == 'attachment; filename="ourvidz-image_fast-7.png"'
+        inline = client.get(backend.url("image-fast", "3/j_0.png", 60))
+        assert not inline["Content-Disposition"].startswith("attachment")
+    finally:
+        storage._storage.cache_clear()
+    minio = storage.MinioStorage(s3_endpoint, "testing", "testing-secret", secure=False, region="us-east-1")
+    minio.put("video-fast", "1/job.mp4", b"movie")
+    with urllib.request.urlopen(minio.url("video-fast", "1/job.mp4", 60, download="clip.mp4")) as response:
+        assert response.read() == b"movie"
+        assert response.headers["Content-Disposition"] == 'attachment; filename="clip.mp4"'
