@@ -27,10 +27,15 @@ def publish(job):
 
 
 def changed_jobs(user_id, seconds, heartbeat=10.0):
-    """Yield ids of the user's jobs as they change, for `seconds`; None every `heartbeat` seconds
-    without news (so the stream can show it is alive)."""
+    """Ids of the user's jobs as they change, for `seconds`, and None every `heartbeat` seconds
+    without news (so a stream can show it is alive). Subscribed on return, so nothing published
+    after this call is missed."""
     pubsub = client().pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(channel(user_id))
+    return _relay(pubsub, seconds, heartbeat)
+
+
+def _relay(pubsub, seconds, heartbeat):
     try:
         end = time.monotonic() + seconds
         quiet_since = time.monotonic()

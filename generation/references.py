@@ -28,7 +28,7 @@ def save_reference(user, upload):
         with PILImage.open(io.BytesIO(data)) as image:
             width, height, fmt = image.width, image.height, image.format
     except (UnidentifiedImageError, OSError, SyntaxError, PILImage.DecompressionBombError) as exc:
-        raise InvalidReference(f"Not a readable image: {exc}") from exc
+        raise InvalidReference("This file is not an image we can read; upload a PNG, JPEG or WebP.") from exc
     if fmt not in FORMATS:
         raise InvalidReference(f"{fmt} images are not accepted; use PNG, JPEG or WebP.")
     if width * height > settings.REFERENCE_MAX_PIXELS:

@@ -109,33 +109,45 @@ class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixi
         return Response(self.get_serializer(ref).data, status=status.HTTP_201_CREATED)
 
 
+def job_type_rows():
+    """The ten job types with their parameters in this server's profile, and the reference types their
+    pool accepts now (the API's /api/job-types/ and the Workspace read this)."""
+    rows = []
+    for jt in job_types.JOB_TYPES.values():
+        rows.append({
+            **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
+            "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
+            "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
+            "reference_types": sorted(capabilities.reference_types(jt)),
+        })
+    return rows
+
+
 class JobTypesView(APIView):
     def get(self, request):
-        """The ten job types with their parameters in this server's profile, and the reference types
-        their pool accepts now."""
-        rows = []
-        for jt in job_types.JOB_TYPES.values():
-            rows.append({
-                **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
-                "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
-                "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
-                "reference_types": sorted(capabilities.reference_types(jt)),
-            })
-        return Response(rows)
+        """The ten job types with their parameters and the reference types accepted now."""
+        return Response(job_type_rows())
 
 
 class NegativePromptView(APIView):
     def get(self, request):
-        """The negative prompt a job would get (`job_type`, `prompt`, `negative_prompt` query parameters),
-        built exactly as submission builds it."""
-        jt = job_types.JOB_TYPES.get(request.query_params.get("job_type", "sdxl_image_fast"))
-        if jt is None:
-            raise ValidationError({"job_type": ["Unknown job type."]})
-        user_negative = request.query_params.get("negative_prompt", "")
-        if jt.pool != "sdxl":  # WAN jobs carry only the user's own negative prompt
-            return Response({"negative_prompt": user_negative, "multi_party": [], "dropped": []})
-        built = negative_prompts.build(request.query_params.get("prompt", ""), user_negative)
-        return Response({"negative_prompt": built.text, "multi_party": built.multi_party, "dropped": built.dropped})
+        """The negative prompt a job would get (`job_type`, `prompt`, `negative_prompt`), built exactly as
+        submission builds it. POST takes the same fields as a JSON body, for long prompts."""
+        return Response(negative_prompt_preview(request.query_params))
+
+    def post(self, request):
+        return Response(negative_prompt_preview(request.data))
+
+
+def negative_prompt_preview(params):
+    jt = job_types.JOB_TYPES.get(params.get("job_type", "sdxl_image_fast"))
+    if jt is None:
+        raise ValidationError({"job_type": ["Unknown job type."]})
+    user_negative = params.get("negative_prompt", "")
+    if jt.pool != "sdxl":  # WAN jobs carry only the user's own negative prompt
+        return {"negative_prompt": user_negative, "multi_party": [], "dropped": []}
+    built = negative_prompts.build(params.get("prompt", ""), user_negative)
+    return {"negative_prompt": built.text, "multi_party": built.multi_party, "dropped": built.dropped}
 
 
 class QueuesView(APIView):
@@ -199,10 +211,11 @@ def job_events(request):
 
     def stream():
         yield "retry: 1000\n\n"
+        changes = events.changed_jobs(user.pk, EVENT_STREAM_SECONDS)  # subscribed before the first read
         active = Job.objects.filter(user=user, status__in=["queued", "processing"]).values_list("pk", flat=True)
         for job_id in list(active):
             yield f"event: job\ndata: {job_data(job_id)}\n\n"
-        for job_id in events.changed_jobs(user.pk, EVENT_STREAM_SECONDS):
+        for job_id in changes:
             data = job_data(job_id) if job_id else None
             yield f"event: job\ndata: {data}\n\n" if data else ": still here\n\n"
 

@@ -1,10 +1,111 @@
-"""The Workspace page: where users write prompts, submit jobs and watch them run."""
+"""The Workspace page: where users write prompts, submit jobs and watch them run.
+
+The page is server-rendered with the form already in the state the query parameters ask for (the
+Library's "use these settings again" link), plus one JSON blob for the script: the job-type table
+as GET /api/job-types/ serves it, the user's recent jobs as the jobs API serializes them, and the
+URLs it talks to. Everything after that goes through the JSON API and the job events stream
+(generation/static/ourvidz/workspace.js).
+"""
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from django.urls import reverse
+
+from . import job_types, views
+from .models import Job, ReferenceImage
+from .serializers import ASPECT_RATIOS, JobSerializer, ReferenceImageSerializer
+from .submission import MAX_SEED
+
+DEFAULT_JOB_TYPE = "sdxl_image_fast"
+RECENT_JOBS = 10
+REFERENCE_CHOICES = 50
+PROMPT_MAX, NEGATIVE_MAX = 2000, 1000  # as JobRequestSerializer allows
+ASPECT_LABELS = {"1:1": "Square 1:1", "16:9": "Landscape 16:9", "9:16": "Portrait 9:16"}
+
+
+def controls_for(job_type):
+    """The form's kind / model / quality / enhanced choices that select `job_type`."""
+    return {"kind": job_type.kind, "model": job_type.pool, "quality": job_type.quality,
+            "enhanced": job_type.enhanced}
+
+
+def control_key(kind, model, quality, enhanced):
+    """The key the page's script looks a job type up by (see type_keys)."""
+    return f"{kind}:{model}:{quality}:{int(bool(enhanced))}"
+
+
+def type_keys():
+    """Control key -> job type name, for all ten types: the script never spells type names itself."""
+    return {control_key(**controls_for(jt)): name for name, jt in job_types.JOB_TYPES.items()}
+
+
+def default_aspect_ratio(job_type):
+    """The ratio whose size is the type's own (what a job without aspect_ratio renders at)."""
+    for ratio, size in job_types.aspect_ratios(job_type).items():
+        if size == (job_type.width, job_type.height):
+            return ratio
+    return ASPECT_RATIOS[0]
+
+
+def _int_or_none(text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def prefill(params):
+    """Initial form values from query parameters (job_type, prompt, negative_prompt, seed,
+    num_images, aspect_ratio); anything missing or invalid falls back to a default."""
+    name = params.get("job_type", "")
+    jt = job_types.JOB_TYPES.get(name) or job_types.get(DEFAULT_JOB_TYPE)
+    seed = _int_or_none(params.get("seed"))
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        seed = None
+    num_images = _int_or_none(params.get("num_images"))
+    if not jt.batched or num_images not in job_types.NUM_IMAGES_CHOICES:
+        num_images = 1
+    aspect_ratio = params.get("aspect_ratio", "")
+    if aspect_ratio not in job_types.aspect_ratios(jt):
+        aspect_ratio = default_aspect_ratio(jt)
+    return {
+        "job_type": jt.name, **controls_for(jt),
+        "prompt": params.get("prompt", "")[:PROMPT_MAX],
+        "negative_prompt": params.get("negative_prompt", "")[:NEGATIVE_MAX],
+        "seed_mode": "random" if seed is None else "fixed", "seed": "" if seed is None else seed,
+        "num_images": num_images, "aspect_ratio": aspect_ratio,
+    }
+
+
+def recent_jobs(request, limit=RECENT_JOBS):
+    """The user's latest jobs, as the jobs API represents them (signed URLs included)."""
+    jobs = Job.objects.filter(user=request.user).select_related("video").prefetch_related("images")[:limit]
+    return JobSerializer(jobs, many=True, context={"request": request}).data
+
+
+def reference_choices(request, limit=REFERENCE_CHOICES):
+    """The user's uploaded reference images, newest first, with signed URLs for the preview."""
+    refs = ReferenceImage.objects.filter(user=request.user)[:limit]
+    return ReferenceImageSerializer(refs, many=True, context={"request": request}).data
+
+
+def page_urls():
+    return {
+        "jobs": reverse("job-list"), "events": reverse("job-events"),
+        "negative_prompt": reverse("negative-prompt"), "references": reverse("reference-list"),
+        "library_detail": reverse("library-detail", args=["KIND", 0]),  # the script fills both in
+    }
 
 
 @login_required
 def workspace(request):
     """The main page after login."""
-    return render(request, "workspace.html", {"section": "workspace"})
+    form = prefill(request.GET)
+    data = {"job_types": views.job_type_rows(), "type_keys": type_keys(), "jobs": recent_jobs(request),
+            "urls": page_urls()}
+    return render(request, "workspace.html", {
+        "section": "workspace", "form": form, "data": data, "references": reference_choices(request),
+        "aspect_ratios": [(r, ASPECT_LABELS.get(r, r)) for r in ASPECT_RATIOS],
+        "num_images_choices": job_types.NUM_IMAGES_CHOICES, "prompt_max": PROMPT_MAX,
+        "negative_max": NEGATIVE_MAX,
+    })

@@ -358,3 +358,28 @@ def test_browsable_api_offers_and_accepts_the_submission_form(user, django_captu
                                                "csrfmiddlewaretoken": csrf}, HTTP_ACCEPT="application/json")
     assert response.status_code == 201, response.content
     assert response.json()["prompt"] == "from the form" and len(sent) == 1
+
+
+def test_job_events_stream_the_users_jobs_as_they_change(client, user, other, monkeypatch,
+                                                         django_capture_on_commit_callbacks):
+    from generation import events, submission, views
+
+    monkeypatch.setattr(views, "EVENT_STREAM_SECONDS", 3)
+    mine = submission.build_job(user, "image_fast", "mine")
+    mine.save()
+    theirs = submission.build_job(other, "image_fast", "theirs")
+    theirs.save()
+    client.force_login(user)
+    response = client.get("/events/jobs")
+    assert response["Content-Type"] == "text/event-stream"
+    chunks = iter(response.streaming_content)
+    assert next(chunks) == b"retry: 1000\n\n"
+    first = next(chunks).decode()  # the active jobs, as the API shows them
+    assert first.startswith("event: job\ndata: ") and json.loads(first.split("data: ", 1)[1])["id"] == str(mine.pk)
+    events.publish(theirs)  # another user's change is not on this stream
+    submission.cancel(mine)  # publishes
+    change = json.loads(next(chunks).decode().split("data: ", 1)[1])
+    assert change["id"] == str(mine.pk) and change["status"] == "cancelled"
+    assert client.get("/events/jobs").status_code == 200
+    client.logout()
+    assert client.get("/events/jobs").status_code == 302  # login required
