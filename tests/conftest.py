@@ -6,11 +6,13 @@ them, against the test database.
 """
 
 import hashlib
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from django.apps import apps as django_apps
 from django.test import override_settings
 from helpers import Stack, pools_online, worker_env
 
@@ -91,5 +93,7 @@ def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture
 def live_workers(worker_processes, transactional_db):
-    """Tests that use workers need committed rows: run them with a transactional database."""
+    """Tests that use workers need committed rows: a transactional database. Flushing it between such
+    tests empties what the data migration seeded, so the negative-prompt terms are seeded again."""
+    importlib.import_module("generation.migrations.0002_seed_negative_terms").seed(django_apps, None)
     return worker_processes
