@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from . import job_types, storage
+from . import job_types, references, storage
 from .models import Image, Job, Video
 from .serializers import VideoSerializer, absolute, signed_url
 
@@ -171,6 +171,9 @@ def reuse_url(asset):
         "negative_prompt": job.metadata.get("user_negative_prompt", ""),
         "seed": asset_seed(asset), "num_images": job.num_images, "aspect_ratio": job.aspect_ratio,
     }
+    if job.reference_image_id:
+        params.update(reference_image=job.reference_image_id, reference_type=job.reference_type,
+                      reference_strength=job.reference_strength)
     return reverse("workspace") + "?" + urlencode(params)
 
 
@@ -292,6 +295,19 @@ def _back_url(request):
     if referer.startswith(host) and referer[len(host):][:1] in ("", "?"):
         return index + referer[len(host):]
     return index
+
+
+@login_required
+@require_http_methods(["POST"])
+def use_as_reference(request, pk):
+    """Make one of the user's images a reference image and open the Workspace with it selected."""
+    image = _get_asset(request, "image", pk)
+    try:
+        ref = references.reference_from_image(image)
+    except references.InvalidReference as exc:
+        messages.error(request, f"This image can't be used as a reference: {exc}")
+        return redirect("library-detail", "image", pk)
+    return redirect(reverse("workspace") + "?" + urlencode({"reference_image": ref.pk}))
 
 
 @login_required

@@ -21,7 +21,18 @@ def save_reference(user, upload):
     """Check an uploaded file and store it as the user's ReferenceImage."""
     if upload.size > settings.REFERENCE_MAX_BYTES:
         raise InvalidReference(f"The file is {upload.size} bytes; the limit is {settings.REFERENCE_MAX_BYTES}.")
-    data = upload.read()
+    return store_reference(user, upload.read(), getattr(upload, "name", ""))
+
+
+def reference_from_image(image):
+    """The user's ReferenceImage holding a copy of one of their generated images (made once)."""
+    data = storage.get_storage().get(image.bucket, image.image_path)
+    name = image.prompt[:60] + ("" if image.seed is None else f" (seed {image.seed})")
+    return store_reference(image.user, data, name)
+
+
+def store_reference(user, data, original_name=""):
+    """Check image bytes and store them as the user's ReferenceImage; the same bytes give the same row."""
     try:
         with PILImage.open(io.BytesIO(data)) as probe:
             probe.verify()  # catches truncated and corrupt files
@@ -40,7 +51,7 @@ def save_reference(user, upload):
         return existing
     storage.get_storage().put(ReferenceImage.BUCKET, name, data)
     return ReferenceImage.objects.create(user=user, path=name, content_type=mime, width=width, height=height,
-                                         size_bytes=len(data), original_name=getattr(upload, "name", "")[:255])
+                                         size_bytes=len(data), original_name=original_name[:255])
 
 
 def load_reference(reference):

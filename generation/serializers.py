@@ -22,6 +22,7 @@ class CachedFieldsMixin:
             self._built_fields[cls] = super().get_fields()
         return copy.deepcopy(self._built_fields[cls])
 ASPECT_RATIOS = ("1:1", "16:9", "9:16")
+STRENGTH_MIN, STRENGTH_MAX, STRENGTH_DEFAULT = 0.1, 1.0, 0.7  # a reference's strength
 
 
 class UserReferenceField(serializers.PrimaryKeyRelatedField):
@@ -44,7 +45,8 @@ class JobRequestSerializer(serializers.Serializer):
     reference_image = UserReferenceField(required=False, allow_null=True, default=None)
     reference_type = serializers.ChoiceField(choices=ReferenceType.choices, required=False, allow_blank=True,
                                              default="")
-    reference_strength = serializers.FloatField(required=False, default=0.7, min_value=0.1, max_value=1.0)
+    reference_strength = serializers.FloatField(required=False, default=STRENGTH_DEFAULT,
+                                                min_value=STRENGTH_MIN, max_value=STRENGTH_MAX)
 
     def validate(self, data):
         errors = {}

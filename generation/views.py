@@ -85,6 +85,17 @@ class ImageViewSet(AssetViewSet):
     model = Image
     serializer_class = ImageSerializer
 
+    @extend_schema(request=None, responses={201: ReferenceImageSerializer})
+    @action(detail=True, methods=["post"])
+    def reference(self, request, pk=None):
+        """Keep a copy of this image as a reference image for later jobs (the same image gives the same one)."""
+        try:
+            ref = references.reference_from_image(self.get_object())
+        except references.InvalidReference as exc:
+            raise ValidationError({"image": [str(exc)]}) from exc
+        return Response(ReferenceImageSerializer(ref, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED)
+
 
 class VideoViewSet(AssetViewSet):
     model = Video

@@ -12,8 +12,15 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from . import job_types, views
-from .models import Job, ReferenceImage
-from .serializers import ASPECT_RATIOS, JobSerializer, ReferenceImageSerializer
+from .models import Job, ReferenceImage, ReferenceType
+from .serializers import (
+    ASPECT_RATIOS,
+    STRENGTH_DEFAULT,
+    STRENGTH_MAX,
+    STRENGTH_MIN,
+    JobSerializer,
+    ReferenceImageSerializer,
+)
 from .submission import MAX_SEED
 
 DEFAULT_JOB_TYPE = "sdxl_image_fast"
@@ -54,9 +61,17 @@ def _int_or_none(text):
         return None
 
 
-def prefill(params):
+def _float_or_none(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def prefill(params, user):
     """Initial form values from query parameters (job_type, prompt, negative_prompt, seed,
-    num_images, aspect_ratio); anything missing or invalid falls back to a default."""
+    num_images, aspect_ratio and the user's own reference_image with its reference_type and
+    reference_strength); anything missing or invalid falls back to a default."""
     name = params.get("job_type", "")
     jt = job_types.JOB_TYPES.get(name) or job_types.get(DEFAULT_JOB_TYPE)
     seed = _int_or_none(params.get("seed"))
@@ -68,12 +83,20 @@ def prefill(params):
     aspect_ratio = params.get("aspect_ratio", "")
     if aspect_ratio not in job_types.aspect_ratios(jt):
         aspect_ratio = default_aspect_ratio(jt)
+    reference = ReferenceImage.objects.filter(user=user, pk=_int_or_none(params.get("reference_image"))).first()
+    reference_type = params.get("reference_type", "")
+    if reference_type not in ReferenceType.values:
+        reference_type = ReferenceType.STYLE
+    strength = _float_or_none(params.get("reference_strength"))
+    if strength is None or not STRENGTH_MIN <= strength <= STRENGTH_MAX:
+        strength = STRENGTH_DEFAULT
     return {
         "job_type": jt.name, **controls_for(jt),
         "prompt": params.get("prompt", "")[:PROMPT_MAX],
         "negative_prompt": params.get("negative_prompt", "")[:NEGATIVE_MAX],
         "seed_mode": "random" if seed is None else "fixed", "seed": "" if seed is None else seed,
         "num_images": num_images, "aspect_ratio": aspect_ratio,
+        "reference": reference, "reference_type": reference_type, "reference_strength": round(strength, 1),
     }
 
 
@@ -83,9 +106,12 @@ def recent_jobs(request, limit=RECENT_JOBS):
     return JobSerializer(jobs, many=True, context={"request": request}).data
 
 
-def reference_choices(request, limit=REFERENCE_CHOICES):
-    """The user's uploaded reference images, newest first, with signed URLs for the preview."""
-    refs = ReferenceImage.objects.filter(user=request.user)[:limit]
+def reference_choices(request, selected=None, limit=REFERENCE_CHOICES):
+    """The user's reference images, newest first, with signed URLs for the preview; `selected` is
+    listed too when it is older than the newest `limit`."""
+    refs = list(ReferenceImage.objects.filter(user=request.user)[:limit])
+    if selected is not None and selected not in refs:
+        refs.append(selected)
     return ReferenceImageSerializer(refs, many=True, context={"request": request}).data
 
 
@@ -93,6 +119,7 @@ def page_urls():
     return {
         "jobs": reverse("job-list"), "events": reverse("job-events"),
         "negative_prompt": reverse("negative-prompt"), "references": reverse("reference-list"),
+        "images": reverse("image-list"),
         "library_detail": reverse("library-detail", args=["KIND", 0]),  # the script fills both in
     }
 
@@ -100,12 +127,13 @@ def page_urls():
 @login_required
 def workspace(request):
     """The main page after login."""
-    form = prefill(request.GET)
+    form = prefill(request.GET, request.user)
     data = {"job_types": views.job_type_rows(), "type_keys": type_keys(), "jobs": recent_jobs(request),
             "urls": page_urls()}
     return render(request, "workspace.html", {
-        "section": "workspace", "form": form, "data": data, "references": reference_choices(request),
+        "section": "workspace", "form": form, "data": data, "references": reference_choices(request, form["reference"]),
         "aspect_ratios": [(r, ASPECT_LABELS.get(r, r)) for r in ASPECT_RATIOS],
+        "reference_types": ReferenceType.choices, "strength_min": STRENGTH_MIN, "strength_max": STRENGTH_MAX,
         "num_images_choices": job_types.NUM_IMAGES_CHOICES, "prompt_max": PROMPT_MAX,
         "negative_max": NEGATIVE_MAX,
     })

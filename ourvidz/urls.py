@@ -13,6 +13,7 @@ urlpatterns = [
     path("library/", library.index, name="library"),
     path("library/<str:kind>/<int:pk>/", library.detail, name="library-detail"),
     path("library/<str:kind>/<int:pk>/delete/", library.delete, name="library-delete"),
+    path("library/image/<int:pk>/reference/", library.use_as_reference, name="library-reference"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("events/jobs", generation_views.job_events, name="job-events"),
     path("accounts/login/", auth_views.LoginView.as_view(

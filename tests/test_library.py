@@ -350,3 +350,69 @@ def test_deleting_one_image_of_a_batch_keeps_the_others(browser, user, django_ca
     assert not backend.exists(first.bucket, first.image_path)
     assert all(backend.exists(i.bucket, i.image_path) for i in rest)
     assert set(tiles(browser.get("/library/"))) == {("image", i.pk) for i in rest}
+
+
+def test_reuse_link_carries_the_reference(browser, user):
+    reference = ReferenceImage.objects.create(user=user, path="1/ref.png", content_type="image/png", width=8,
+                                              height=8, size_bytes=10, original_name="pose.png")
+    job = generated(user, "sdxl_image_fast", reference_image=reference, reference_type="character",
+                    reference_strength=0.4)
+    html = browser.get(f"/library/image/{job.images.get().pk}/").content.decode()
+    reuse = unescape(re.search(r'class="button reuse-settings" href="([^"]+)"', html).group(1))
+    query = parse_qs(urlsplit(reuse).query)
+    assert (query["reference_image"], query["reference_type"], query["reference_strength"]) == (
+        [str(reference.pk)], ["character"], ["0.4"])
+    workspace = browser.get(reuse).content.decode()
+    assert re.search(rf'<option value="{reference.pk}" data-url="[^"]+" selected>pose.png', workspace)
+    assert '<option value="character" selected>' in workspace
+    assert re.search(r'name="reference_strength"[^>]* value="0.4"', workspace)
+
+
+def test_an_image_becomes_a_reference_once(user, other):
+    image = generated(user, prompt="a red door").images.get()
+    api = Client()
+    api.force_login(user)
+    first = api.post(f"/api/images/{image.pk}/reference/")
+    assert first.status_code == 201, first.content
+    body = first.json()
+    ref = ReferenceImage.objects.get(pk=body["id"], user=user)
+    backend = storage.get_storage()
+    assert backend.get(ReferenceImage.BUCKET, ref.path) == backend.get(image.bucket, image.image_path)
+    assert (ref.width, ref.height, ref.content_type) == (image.width, image.height, "image/png")
+    assert body["original_name"] == f"a red door (seed {image.seed})" and body["url"]
+    # Asked again: the same reference, no second copy.
+    assert api.post(f"/api/images/{image.pk}/reference/").json()["id"] == ref.pk
+    assert ReferenceImage.objects.filter(user=user).count() == 1
+    # Only the owner's images; the API names only POST.
+    intruder = Client()
+    intruder.force_login(other)
+    assert intruder.post(f"/api/images/{image.pk}/reference/").status_code == 404
+    assert api.get(f"/api/images/{image.pk}/reference/").status_code == 405
+    assert not ReferenceImage.objects.filter(user=other).exists()
+
+
+def test_library_detail_opens_the_workspace_with_the_image_as_reference(user, other):
+    image = generated(user, prompt="a blue boat").images.get()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    html = client.get(f"/library/image/{image.pk}/").content.decode()
+    form = re.search(r'<form method="post" action="(/library/image/\d+/reference/)"[^>]*>\s*'
+                     r'<input type="hidden" name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert form and form.group(1) == f"/library/image/{image.pk}/reference/"
+    assert client.post(form.group(1)).status_code == 403  # no CSRF token
+    assert not ReferenceImage.objects.exists()
+    response = client.post(form.group(1), {"csrfmiddlewaretoken": form.group(2)})
+    ref = ReferenceImage.objects.get(user=user)
+    assert response.status_code == 302 and response["Location"] == f"/?reference_image={ref.pk}"
+    workspace = client.get(response["Location"]).content.decode()
+    assert re.search(rf'<option value="{ref.pk}" data-url="[^"]+" selected>a blue boat', workspace)
+    # A video has no such button; someone else's image is not found.
+    video = generated(user, "video_fast").video
+    assert "library-reference" not in client.get(f"/library/video/{video.pk}/").content.decode()
+    assert 'action="/library/image/' not in client.get(f"/library/video/{video.pk}/").content.decode()
+    theirs = generated(other).images.get()
+    intruder = Client()
+    intruder.force_login(other)
+    assert intruder.post(f"/library/image/{image.pk}/reference/").status_code == 404
+    assert Client().post(f"/library/image/{theirs.pk}/reference/").status_code == 302  # to the login page
+    assert ReferenceImage.objects.count() == 1

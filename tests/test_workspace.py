@@ -205,7 +205,8 @@ def test_embedded_job_types(client):
     assert image_fast["num_images"] == [1] and image_fast["reference_types"] == []
     assert sorted(data["type_keys"].values()) == sorted(job_types.JOB_TYPES)
     assert data["urls"] == {"jobs": "/api/jobs/", "events": "/events/jobs", "negative_prompt": "/api/negative-prompt/",
-                            "references": "/api/references/", "library_detail": "/library/KIND/0/"}
+                            "references": "/api/references/", "images": "/api/images/",
+                            "library_detail": "/library/KIND/0/"}
 
 
 def test_recent_jobs_are_the_users_own(client, alice, bob):
@@ -241,3 +242,23 @@ def test_reference_picker_lists_the_users_uploads(client, alice, bob):
     option = page.one("option", value=str(ref.pk))
     assert option["text"] == "beach.png · 40×30" and option["data-url"].startswith("http://testserver/media/")
     assert not page.find("option", value=str(other.pk))
+
+
+def test_prefill_selects_the_users_reference_with_its_use_and_strength(client, alice, bob):
+    refs = [ReferenceImage.objects.create(user=alice, path=f"alice/{i}.png", content_type="image/png", width=40,
+                                          height=30, size_bytes=100, original_name=f"{i}.png",
+                                          created_at=timezone.now() - timedelta(minutes=i))
+            for i in range(workspace.REFERENCE_CHOICES + 1)]
+    oldest = refs[-1]  # past the picker's newest 50: listed all the same, since it is asked for
+    page = get_page(client, f"?reference_image={oldest.pk}&reference_type=character&reference_strength=0.4")
+    selected, listed = page.selected("reference_image")
+    assert selected == [str(oldest.pk)] and len(listed) == workspace.REFERENCE_CHOICES + 2
+    assert page.selected("reference_type")[0] == ["character"]
+    assert page.one("input", name="reference_strength")["value"] == "0.4"
+
+    theirs = ReferenceImage.objects.create(user=bob, path="bob/ref.png", content_type="image/png", width=40,
+                                           height=30, size_bytes=100, original_name="secret.png")
+    page = get_page(client, f"?reference_image={theirs.pk}&reference_type=sideways&reference_strength=7")
+    assert page.selected("reference_image")[0] == [] and not page.find("option", value=str(theirs.pk))
+    assert page.selected("reference_type")[0] == ["style"]
+    assert page.one("input", name="reference_strength")["value"] == "0.7"

@@ -641,6 +641,8 @@
         el("a", { href: image.url, target: "_blank", rel: "noopener", title: "Open full size" },
           el("img", { class: "result-image", src: image.thumbnail_url || image.url, alt: job.prompt,
             loading: "lazy", width: image.width, height: image.height })),
+        el("button", { type: "button", class: "secondary small use-reference", dataset: { imageId: String(image.id) },
+          title: "Use this image as the reference image of the next job", text: "Use as reference" }),
         el("figcaption", {},
           el("a", { class: "small muted", href: libraryUrl("image", image.id), title: "Details in the Library",
             text: `seed ${seed}` }),
@@ -674,6 +676,8 @@
   jobsEl.addEventListener("click", (event) => {
     const reuse = event.target.closest("button.reuse-seed");
     if (reuse) return reuseSeed(reuse.dataset.seed);
+    const asReference = event.target.closest("button.use-reference");
+    if (asReference) return useAsReference(asReference);
     const cancel = event.target.closest("button.cancel-job");
     if (cancel) return cancelJob(cancel.closest(".job"), cancel);
     const settings = event.target.closest("button.reuse-settings");
@@ -794,13 +798,38 @@
 
   // ---------------------------------------------------------------- reference uploads
 
+  // Select `ref` in the picker, listing it first (an upload of the same bytes gives the same one).
   function addReference(ref) {
     const select = field("reference_image");
     const name = ref.original_name || "Uploaded image";
-    const option = el("option", { value: String(ref.id), dataset: { url: ref.url },
-      text: `${name} · ${ref.width}×${ref.height}` });
+    const option = select.querySelector(`option[value="${CSS.escape(String(ref.id))}"]`) || el("option", {
+      value: String(ref.id), dataset: { url: ref.url }, text: `${name} · ${ref.width}×${ref.height}` });
     select.insertBefore(option, select.options[1] || null);
     select.value = String(ref.id);
+    clearFieldError("reference_image");
+    syncControls();
+  }
+
+  function flashStatus(text) {
+    const status = $("#upload-status");
+    status.textContent = text;
+    setTimeout(() => { if (status.textContent === text) status.textContent = ""; }, 3000);
+  }
+
+  // A result of an earlier job becomes the reference image of the next one.
+  async function useAsReference(button) {
+    button.disabled = true;
+    const answer = await api(`${data.urls.images}${button.dataset.imageId}/reference/`, { method: "POST" });
+    button.disabled = false;
+    if (answer.status === 201) {
+      addReference(answer.data);
+      $("#reference-section").scrollIntoView({ behavior: "smooth", block: "center" });
+      flashStatus("Reference set.");
+    } else {
+      const messages = answer.status === 400 && answer.data ? flatten(answer.data).map((m) => friendly(m))
+        : [problem(answer.status, answer.data, "use the image as a reference")];
+      $('.field-error[data-field="reference_image"]').textContent = messages.join(" ");
+    }
   }
 
   async function upload() {
@@ -818,9 +847,7 @@
     status.textContent = "";
     if (answer.status === 201) {
       addReference(answer.data);
-      syncControls();
-      status.textContent = "Uploaded.";
-      setTimeout(() => { if (status.textContent === "Uploaded.") status.textContent = ""; }, 3000);
+      flashStatus("Uploaded.");
     } else if (answer.status === 400 && answer.data) {
       const messages = flatten(answer.data).map((m) => friendly(m, "file"));
       $('.field-error[data-field="file"]').textContent = messages.join(" ");
