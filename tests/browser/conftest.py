@@ -104,13 +104,14 @@ def page(request, live_workers, live_server, browser):
     context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
     errors = request.node.js_errors = []
+    allowed = request.node.allowed_console_errors = []
 
     def on_console(message):
         if message.type == "error":
             where = message.location or {}
             text = f"console.error: {message.text} ({where.get('url', '')}:{where.get('lineNumber', '')}) " \
                    f"on {message.page.url if message.page else '?'}"
-            if not _is_external_noise(text):
+            if not _is_external_noise(text) and not any(re.search(p, text) for p in allowed):
                 errors.append(text)
 
     def on_web_error(web_error):
@@ -129,19 +130,30 @@ def page(request, live_workers, live_server, browser):
     context.close()
 
 
+@pytest.fixture
+def allow_console_errors(request, page):
+    """allow_console_errors(pattern): console errors matching the regex are expected, not failures (Chromium
+    logs every 4xx answer, such as the 400 a test provokes on purpose, as "Failed to load resource")."""
+    return request.node.allowed_console_errors.append
+
+
 def _slug(name):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
 @pytest.fixture
 def screenshot(request, page):
-    """screenshot("step") saves the page as test-artifacts/screenshots/<test>-<step>.png."""
+    """screenshot("step") saves the page as test-artifacts/screenshots/<test>-<step>.png;
+    screenshot("step", locator) saves just that element."""
 
-    def take(step, target=None):
+    def take(step, element=None):
         path = SCREENSHOTS / f"{_slug(request.node.name)}-{_slug(step)}.png"
-        target = target or page
-        target.evaluate("window.scrollTo(0, 0)")  # a sticky header belongs at the top of a full-page shot
-        target.screenshot(path=str(path), full_page=True)
+        if element is not None:
+            element.scroll_into_view_if_needed()
+            element.screenshot(path=str(path))
+        else:
+            page.evaluate("window.scrollTo(0, 0)")  # a sticky header belongs at the top of a full-page shot
+            page.screenshot(path=str(path), full_page=True)
         return path
 
     return take

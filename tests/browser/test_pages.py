@@ -55,6 +55,9 @@ def test_image_job_progress_and_three_results_without_reload(page, make_user, lo
     assert ranks == sorted(ranks), f"the card's status went backwards: {statuses}"
     widths = [s["width"] for s in states if s["width"] is not None]
     assert widths == sorted(widths), f"the progress bar shrank: {widths}"
+    # Each denoising step reaches the bar while the job runs (a step takes about half a second here).
+    partial = [s["width"] for s in states if s["status"] == "processing" and s["width"] and s["width"] < 1]
+    assert partial, f"the bar showed no step between start and finish: {states}"
     final = [s["width"] for s in states if s["status"] == "completed" and s["width"] is not None]
     assert not final or final[-1] > 0.99, f"a completed job's bar is not full: {final}"
     row = Job.objects.get(pk=job_id)

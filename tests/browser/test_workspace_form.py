@@ -1,0 +1,172 @@
+"""The Workspace form in a real browser: errors next to their fields, controls that follow the job type
+(expected time, quantity, enhance, references), the negative-prompt preview, reference images
+(upload, a previous result, use and strength) and reusing a result's seed."""
+
+import io
+
+from browser_helpers import card, choose, expect_checked, finished_job, submit_job
+from PIL import Image as PILImage
+from playwright.sync_api import expect
+
+from generation import job_types, negative_prompts, storage
+from generation.models import Job, ReferenceImage
+
+FINISH_MS = 90_000
+
+
+def field_error(page, name):
+    return page.locator(f"#job-form .field-error[data-field='{name}']")
+
+
+def png(size=(48, 32), color=(30, 120, 200)):
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def expected(page):
+    box = page.locator("#expected-time")
+    return box.get_attribute("data-job-type"), float(box.get_attribute("data-seconds"))
+
+
+# Chromium logs each 400 answer as a console error: the ones these tests provoke are expected.
+BAD_REQUEST = r"status of 400 \(Bad Request\) \(http://[^/]+/api/(jobs|references)/:"
+
+
+def test_errors_show_next_to_their_fields(page, make_user, log_in, screenshot, allow_console_errors):
+    allow_console_errors(BAD_REQUEST)
+    log_in(make_user())
+    page.locator("button#submit-job").click()
+    expect(field_error(page, "prompt")).to_have_text("Describe what you want to generate.")
+    expect(page.locator("textarea[name=prompt]")).to_have_attribute("aria-invalid", "true")
+
+    page.locator("textarea[name=prompt]").fill("a quiet harbour at dawn")
+    expect(field_error(page, "prompt")).to_have_text("")  # typing clears the field's error
+    choose(page, "seed_mode", "fixed")
+    page.locator("button#submit-job").click()
+    expect(field_error(page, "seed")).to_have_text("Enter a seed, or choose Random.")
+
+    page.locator("input[name=seed]").fill("99999999999")
+    page.locator("button#submit-job").click()  # the server's answer, reworded for people
+    expect(field_error(page, "seed")).to_have_text("Must be 4294967295 or less.")
+    expect(page.locator("input[name=seed]")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#form-errors")).to_be_hidden()
+    screenshot("errors", page.locator("#job-form"))
+    assert not Job.objects.exists()
+
+    page.locator("input[name=seed]").fill("42")
+    job_id = submit_job(page)
+    expect(field_error(page, "seed")).to_have_text("")
+    assert Job.objects.get(pk=job_id).seed == 42
+
+
+def test_controls_follow_the_job_type(page, make_user, log_in):
+    log_in(make_user())
+    assert expected(page) == ("sdxl_image_fast", job_types.get("sdxl_image_fast").expected_total(1))
+    choose(page, "num_images", "3")
+    assert expected(page) == ("sdxl_image_fast", job_types.get("sdxl_image_fast").expected_total(3))
+    expect(page.locator("#expected-time")).to_contain_text("About 12 s")
+    expect(page.locator("button#submit-job")).to_have_text("Generate 3 images")
+    expect(page.locator("input[name=enhanced]")).to_be_disabled()  # enhancing is WAN's
+
+    choose(page, "model", "wan")  # WAN makes one image per job
+    expect_checked(page, "num_images", "1")
+    for n in ("3", "6"):
+        expect(page.locator(f"input[name=num_images][value='{n}']")).to_be_disabled()
+    expect(page.locator("#num-images-hint")).to_have_text("WAN makes one image per job.")
+    assert expected(page) == ("image_fast", job_types.get("image_fast").expected_seconds)
+    page.locator("label.switch[for=enhanced]").click()
+    expect(page.locator("input[name=enhanced]")).to_be_checked()
+    assert expected(page) == ("image7b_fast_enhanced", job_types.get("image7b_fast_enhanced").expected_seconds)
+
+    choose(page, "kind", "video")
+    expect(page.locator("input[name=model][value=sdxl]")).to_be_disabled()
+    choose(page, "quality", "high")
+    assert expected(page) == ("video7b_high_enhanced", job_types.get("video7b_high_enhanced").expected_seconds)
+    expect(page.locator("button#submit-job")).to_have_text("Generate video")
+
+
+def test_negative_prompt_preview_is_what_submission_uses(page, make_user, log_in):
+    log_in(make_user())
+    prompt = "two women walking on a beach at sunset"
+    page.locator("textarea[name=prompt]").fill(prompt)
+    page.locator("textarea[name=negative_prompt]").fill("watermark")
+    built = negative_prompts.build(prompt, "watermark")
+    preview = page.locator("#negative-preview")
+    expect(preview.locator(".np-text")).to_have_text(built.text)
+    expect(preview.locator(".np-group")).to_contain_text(built.multi_party[0])
+
+    job_id = submit_job(page)
+    assert Job.objects.get(pk=job_id).negative_prompt == built.text
+
+    choose(page, "model", "wan")  # WAN jobs carry only the user's own negative prompt
+    expect(preview.locator(".np-note").first).to_have_text("WAN uses only your own negative prompt.")
+    expect(preview.locator(".np-text")).to_have_text("watermark")
+
+
+def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allow_console_errors):
+    allow_console_errors(BAD_REQUEST)
+    user = make_user()
+    log_in(user)
+    picker = page.locator("select[name=reference_image]")  # disabled with its fieldset where unsupported
+    expect(picker).to_be_enabled()
+
+    page.locator("#reference-upload").set_input_files(
+        files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"this is not a picture"}])
+    expect(page.locator("#job-form .field-error[data-field='file']")).to_contain_text("not an image")
+    assert not ReferenceImage.objects.exists()
+
+    page.locator("#reference-upload").set_input_files(
+        files=[{"name": "harbour.png", "mimeType": "image/png", "buffer": png()}])
+    expect(picker.locator("option:checked")).to_have_text("harbour.png · 48×32")
+    expect(page.locator("#job-form .field-error[data-field='file']")).to_have_text("")
+    expect(page.locator("img#reference-preview")).to_be_visible()
+    ref = ReferenceImage.objects.get(user=user)
+    assert picker.input_value() == str(ref.pk)
+
+    page.locator("select[name=reference_type]").select_option("style")
+    page.locator("input[name=reference_strength]").fill("0.5")
+    expect(page.locator("#strength-value")).to_have_text("0.5")
+    page.locator("textarea[name=prompt]").fill("a harbour in the style of the reference")
+    screenshot("reference", page.locator("#reference-section"))
+    job_id = submit_job(page)
+    expect(card(page, job_id)).to_have_attribute("data-status", "completed", timeout=FINISH_MS)
+    expect(card(page, job_id).locator(".job-meta")).to_contain_text("style reference")
+    job = Job.objects.get(pk=job_id)
+    assert (job.reference_image_id, job.reference_type, job.reference_strength) == (ref.pk, "style", 0.5)
+    assert job.images.count() == 1
+
+    # Offered only where the pool takes references: not for WAN images; only as the first frame of a video.
+    choose(page, "model", "wan")
+    expect(picker).to_be_disabled()
+    expect(page.locator("#reference-hint")).to_contain_text("WAN images can't start from a reference image")
+    choose(page, "kind", "video")
+    expect(picker).to_be_enabled()
+    reference_types = page.locator("select[name=reference_type]")
+    expect(reference_types).to_have_value("composition")
+    for unavailable in ("style", "character"):
+        expect(reference_types.locator(f"option[value={unavailable}]")).to_be_disabled()
+
+
+def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, live_workers, screenshot):
+    user = make_user()
+    job = finished_job(user, live_workers, job_type="sdxl_image_fast", prompt="a lantern on a table",
+                       num_images=3)
+    second = job.images.get(image_index=1)
+    log_in(user)
+    result = card(page, job.pk).locator("figure.result").nth(1)
+    expect(result.locator("img.result-image")).to_be_visible()
+
+    result.locator("button.reuse-seed").click()
+    expect_checked(page, "seed_mode", "fixed")
+    expect(page.locator("input[name=seed]")).to_have_value(str(second.seed))
+
+    result.hover()
+    screenshot("result-actions", card(page, job.pk))
+    result.locator("button.use-reference").click()
+    expect(page.locator("#upload-status")).to_have_text("Reference set.")
+    ref = ReferenceImage.objects.get(user=user)
+    expect(page.locator("select[name=reference_image]")).to_have_value(str(ref.pk))
+    expect(page.locator("select[name=reference_image] option:checked")).to_contain_text("a lantern on a table")
+    backend = storage.get_storage()
+    assert backend.get(ReferenceImage.BUCKET, ref.path) == backend.get(second.bucket, second.image_path)
