@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
@@ -13,7 +12,7 @@ class ThumbnailMixin:
     def preview(self, asset):
         if not asset.thumbnail_path:
             return "-"
-        url = storage.get_storage().url(asset.bucket, asset.thumbnail_path, settings.SIGNED_URL_TTL)
+        url = storage.signed_url(asset.bucket, asset.thumbnail_path)
         return format_html('<img src="{}" style="max-height:96px;max-width:96px" alt="">', url)
 
 

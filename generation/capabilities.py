@@ -1,14 +1,16 @@
 """Which reference-image modes each pool accepts, decided at submission rather than after queueing.
 
-Workers advertise what they loaded (generation.workers heartbeats, `loaded.reference_types`); a
+Workers advertise what they loaded (their heartbeats, generation.presence, `loaded.reference_types`); a
 mode is accepted when every online worker of the pool supports it, so a job cannot land on a
 worker that would have to ignore its reference. With no worker online, this server's own
 configuration answers.
 """
 
+from dataclasses import asdict
+
 from django.conf import settings
 
-from . import job_types, workers
+from . import job_types, presence
 
 
 def configured_reference_types(pool):
@@ -27,7 +29,7 @@ def reference_types(job_type):
     if job_type.pool == "wan" and job_type.kind != "video":
         return set()  # WAN starts only videos from a reference (image-to-video)
     queue = job_types.POOLS[job_type.pool].queue
-    advertised = [set(w["loaded"]["reference_types"]) for w in workers.online()
+    advertised = [set(w["loaded"]["reference_types"]) for w in presence.online()
                   if queue in w.get("queues", []) and "reference_types" in w.get("loaded", {})]
     if advertised:
         return set.intersection(*advertised)
@@ -46,3 +48,17 @@ def why_not(job_type, reference_type):
         return (f"reference_type '{reference_type}' is not available for {job_type.name}: a video starts from "
                 "its reference image as the first frame; use 'composition'.")
     return f"{job_type.name} does not take a reference image: no image-to-video model is configured."
+
+
+def job_type_rows():
+    """The ten job types with their parameters in this server's profile, and the reference types their
+    pool accepts now (GET /api/job-types/ serves it; the Workspace's script reads it)."""
+    return [
+        {
+            **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
+            "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
+            "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
+            "reference_types": sorted(reference_types(jt)),
+        }
+        for jt in job_types.JOB_TYPES.values()
+    ]

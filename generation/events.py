@@ -1,13 +1,17 @@
 """Live job updates for the web pages.
 
-Whoever changes a job (the worker's runtime and receivers, a cancel) publishes its id on its owner's
-Redis channel; the server-sent-events view relays the job's current state, read from the database,
-to that user's open pages. Publishing never fails a job: Redis trouble only costs liveness, and
-the pages fall back to polling.
+Whoever changes a job (the worker's runtime, the outcome recorders, a cancel) calls
+`publish_on_commit(job)`: once the change is committed, the job's id goes out on its owner's Redis
+channel, and the server-sent-events view relays the job's current state, read from the database, to
+that user's open pages. Published after commit, a reader never sees an older state than the event
+announced. Publishing never fails a job: Redis trouble only costs liveness, and the pages fall back
+to polling.
 """
 
 import logging
 import time
+
+from django.db import transaction
 
 from .brokers import client
 
@@ -18,12 +22,18 @@ def channel(user_id):
     return f"ourvidz:jobs:{user_id}"
 
 
-def publish(job):
-    """Tell `job`'s owner's open pages that the job changed."""
+def publish_on_commit(job):
+    """Tell `job`'s owner's open pages that the job changed, once the current transaction commits
+    (at once in autocommit mode)."""
+    user_id, job_id = job.user_id, job.pk
+    transaction.on_commit(lambda: _publish(user_id, job_id))
+
+
+def _publish(user_id, job_id):
     try:
-        client().publish(channel(job.user_id), str(job.pk))
+        client().publish(channel(user_id), str(job_id))
     except Exception:  # liveness only; the database holds the truth
-        log.warning("could not publish an update of job %s", job.pk, exc_info=True)
+        log.warning("could not publish an update of job %s", job_id, exc_info=True)
 
 
 def changed_jobs(user_id, seconds, heartbeat=10.0):

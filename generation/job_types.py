@@ -106,7 +106,16 @@ JOB_TYPES = {
     ]
 }
 
+# What a request may ask for. The API validates against these, the pages render them and the
+# Workspace's script reads them from the page's data: each is written here only.
 NUM_IMAGES_CHOICES = (1, 3, 6)
+ASPECT_RATIOS = ("1:1", "16:9", "9:16")  # every pool has a size for each (Pool.aspect_ratios)
+MAX_SEED = 2**32 - 1
+PROMPT_MAX_LENGTH = 2000
+NEGATIVE_PROMPT_MAX_LENGTH = 1000
+# A reference's strength: how much of the reference image survives in the result.
+REFERENCE_STRENGTH_MIN, REFERENCE_STRENGTH_MAX, REFERENCE_STRENGTH_DEFAULT = 0.1, 1.0, 0.7
+
 HARD_LIMIT_GRACE = 60
 VIDEO_FPS = 16
 
@@ -139,6 +148,16 @@ def render_params(job_type, aspect_ratio=None):
             frames = 4 * max(1, (frames - 1) // 4 // DEV_FRAME_DIVISOR) + 1
     return {"width": width, "height": height, "steps": steps, "guidance": job_type.guidance,
             "frames": frames}
+
+
+def limits():
+    """The request limits above, for the pages and their scripts (json_script data)."""
+    return {
+        "num_images": list(NUM_IMAGES_CHOICES), "aspect_ratios": list(ASPECT_RATIOS), "max_seed": MAX_SEED,
+        "prompt_max_length": PROMPT_MAX_LENGTH, "negative_prompt_max_length": NEGATIVE_PROMPT_MAX_LENGTH,
+        "reference_strength_min": REFERENCE_STRENGTH_MIN, "reference_strength_max": REFERENCE_STRENGTH_MAX,
+        "reference_strength_default": REFERENCE_STRENGTH_DEFAULT,
+    }
 
 
 def max_hard_time_limit():

@@ -90,7 +90,7 @@ class Job(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
-    metadata = models.JSONField(default=dict, blank=True)  # timings, enhancement, worker, ...
+    metadata = models.JSONField(default=dict, blank=True)  # generation.metadata.JobMetadata
     error_message = models.TextField(blank=True)
 
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
@@ -151,16 +151,14 @@ class Asset(models.Model):
     """Columns shared by images and videos: one stored file plus its thumbnail."""
 
     prompt = models.TextField()
-    title = models.CharField(max_length=200, blank=True)
     bucket = models.CharField(max_length=63)
     thumbnail_path = models.CharField(max_length=255, blank=True)
-    status = models.CharField(max_length=12, default="completed")
     quality = models.CharField(max_length=8)
     format = models.CharField(max_length=8)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     size_bytes = models.PositiveBigIntegerField(default=0)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)  # generation.metadata.AssetMetadata
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,9 +195,6 @@ class Video(Asset):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="videos")
     job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="video")
     video_path = models.CharField(max_length=255)
-    # The last URL handed out, reused until shortly before it expires.
-    signed_url = models.TextField(blank=True)
-    signed_url_expires_at = models.DateTimeField(null=True, blank=True)
     duration = models.FloatField(default=0.0)
     fps = models.PositiveSmallIntegerField(default=0)
     frame_count = models.PositiveIntegerField(default=0)

@@ -56,6 +56,14 @@ class NegativePrompt:
     dropped: list = field(default_factory=list)  # terms cut to fit the token window
 
 
+def for_job(job_type, prompt, user_negative=""):
+    """The negative prompt a job of `job_type` runs with: SDXL's generated one, else only the user's own
+    (submission stores it, the Workspace previews it)."""
+    if job_type.pool != "sdxl":
+        return NegativePrompt(user_negative)
+    return build(prompt, user_negative)
+
+
 def build(prompt, user_negative=""):
     """The SDXL negative prompt for `prompt`: base terms, group terms if triggered, the user's own."""
     reasons = multi_party_reasons(prompt)

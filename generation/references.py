@@ -14,13 +14,19 @@ FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": (
 
 
 class InvalidReference(Exception):
-    pass
+    """A file that cannot be a reference image; `code` says why (too_large, unreadable, format,
+    too_many_pixels) and the message says it in words."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
 
 
 def save_reference(user, upload):
     """Check an uploaded file and store it as the user's ReferenceImage."""
     if upload.size > settings.REFERENCE_MAX_BYTES:
-        raise InvalidReference(f"The file is {upload.size} bytes; the limit is {settings.REFERENCE_MAX_BYTES}.")
+        raise InvalidReference(f"The file is {upload.size} bytes; the limit is {settings.REFERENCE_MAX_BYTES}.",
+                               "too_large")
     return store_reference(user, upload.read(), getattr(upload, "name", ""))
 
 
@@ -39,11 +45,13 @@ def store_reference(user, data, original_name=""):
         with PILImage.open(io.BytesIO(data)) as image:
             width, height, fmt = image.width, image.height, image.format
     except (UnidentifiedImageError, OSError, SyntaxError, PILImage.DecompressionBombError) as exc:
-        raise InvalidReference("This file is not an image we can read; upload a PNG, JPEG or WebP.") from exc
+        raise InvalidReference("This file is not an image we can read; upload a PNG, JPEG or WebP.",
+                               "unreadable") from exc
     if fmt not in FORMATS:
-        raise InvalidReference(f"{fmt} images are not accepted; use PNG, JPEG or WebP.")
+        raise InvalidReference(f"{fmt} images are not accepted; use PNG, JPEG or WebP.", "format")
     if width * height > settings.REFERENCE_MAX_PIXELS:
-        raise InvalidReference(f"The image is {width}×{height}; at most {settings.REFERENCE_MAX_PIXELS} pixels.")
+        raise InvalidReference(f"The image is {width}×{height}; at most {settings.REFERENCE_MAX_PIXELS} pixels.",
+                               "too_many_pixels")
     extension, mime = FORMATS[fmt]
     name = f"{user.pk}/{hashlib.sha256(data).hexdigest()[:32]}.{extension}"
     existing = ReferenceImage.objects.filter(user=user, path=name).first()
@@ -52,9 +60,3 @@ def store_reference(user, data, original_name=""):
     storage.get_storage().put(ReferenceImage.BUCKET, name, data)
     return ReferenceImage.objects.create(user=user, path=name, content_type=mime, width=width, height=height,
                                          size_bytes=len(data), original_name=original_name[:255])
-
-
-def load_reference(reference):
-    """The stored reference as an RGB PIL image (read by workers from storage, never from a URL)."""
-    data = storage.get_storage().get(ReferenceImage.BUCKET, reference.path)
-    return PILImage.open(io.BytesIO(data)).convert("RGB")

@@ -155,6 +155,12 @@ class MinioStorage:
         self.client.list_buckets()
 
 
+def signed_url(bucket, name, request=None, download=None):
+    """A URL for one stored file that expires after SIGNED_URL_TTL, absolute when `request` is given."""
+    url = get_storage().url(bucket, name, settings.SIGNED_URL_TTL, download=download)
+    return request.build_absolute_uri(url) if request is not None and url.startswith("/") else url
+
+
 def get_storage():
     """The configured backend (one per process)."""
     return _storage(settings.STORAGE_BACKEND)

@@ -1,4 +1,8 @@
-"""Turning a validated request into a queued Job and its Celery task; cancel and retry."""
+"""Turning a validated request into a queued Job and its Celery task; cancel and retry.
+
+The API validates (generation.api.serializers.JobRequestSerializer); these functions take what it
+validated and act.
+"""
 
 import logging
 import secrets
@@ -8,19 +12,10 @@ from django.db import IntegrityError, transaction
 from ourvidz.celery import app as celery_app
 
 from . import events, job_types, negative_prompts
+from .metadata import JobMetadata
 from .models import Job, JobStatus
 
 log = logging.getLogger(__name__)
-
-MAX_SEED = 2**32 - 1
-
-
-class InvalidJob(Exception):
-    """Bad input; `errors` maps each field to its messages, as DRF does."""
-
-    def __init__(self, errors):
-        super().__init__(errors)
-        self.errors = errors
 
 
 class QueueUnavailable(Exception):
@@ -29,21 +24,17 @@ class QueueUnavailable(Exception):
 
 def new_seed():
     """A seed from the OS's secure random source (clock-based seeds collide within a second)."""
-    return secrets.randbelow(MAX_SEED + 1)
+    return secrets.randbelow(job_types.MAX_SEED + 1)
 
 
-def submit(user, data, idempotency_key=None):
-    """Validate `data`, record the job and queue its task after commit. Returns (job, created)."""
-    from .serializers import JobRequestSerializer
-
+def submit(user, validated, idempotency_key=None):
+    """Record the job `validated` describes and queue its task after commit. Returns (job, created);
+    the same `idempotency_key` again returns the user's first job instead of a second one."""
     if idempotency_key:
         existing = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
         if existing:
             return existing, False
-    request = JobRequestSerializer(data=data, context={"user": user})
-    if not request.is_valid():
-        raise InvalidJob(request.errors)
-    job = build_job(user, **request.validated_data)
+    job = build_job(user, **validated)
     job.idempotency_key = idempotency_key or None
     try:
         # One INSERT is atomic on its own; no transaction block saves two round trips per job.
@@ -64,14 +55,13 @@ def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=Non
     """An unsaved Job with everything the worker needs: size, steps, seed, negative prompt."""
     jt = job_types.get(job_type)
     params = job_types.render_params(jt, aspect_ratio or None)
-    metadata = {"user_negative_prompt": negative_prompt}
+    negative = negative_prompts.for_job(jt, prompt, negative_prompt)
+    metadata: JobMetadata = {"user_negative_prompt": negative_prompt}
     if jt.pool == "sdxl":
-        built = negative_prompts.build(prompt, negative_prompt)
-        metadata.update(multi_party=built.multi_party, negative_terms_dropped=built.dropped)
-        negative_prompt = built.text
+        metadata.update(multi_party=negative.multi_party, negative_terms_dropped=negative.dropped)
     return Job(
         user=user, job_type=jt.name, format=jt.format, quality=jt.quality, model_type=jt.model_type,
-        queue=jt.queue, status=JobStatus.QUEUED, prompt=prompt, negative_prompt=negative_prompt,
+        queue=jt.queue, status=JobStatus.QUEUED, prompt=prompt, negative_prompt=negative.text,
         seed=new_seed() if seed is None else seed, num_images=num_images, aspect_ratio=aspect_ratio or "",
         width=params["width"], height=params["height"], steps=params["steps"], guidance=params["guidance"],
         frames=params["frames"], reference_image=reference_image, reference_type=reference_type or "",
@@ -98,7 +88,7 @@ def cancel(job):
     """Cancel a queued or running job; a running one stops at its next step. True if it moved."""
     moved = Job.move(job.pk, JobStatus.CANCELLED)
     if moved:
-        events.publish(job)
+        events.publish_on_commit(job)
     return moved
 
 

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from generation.devmodels import build_atomically, word_level_tokenizer
+from generation.worker.devmodels import build_atomically, word_level_tokenizer
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "[UNK]"
 WINDOW = 77  # CLIP's context length, as in the real SDXL tokenizers

@@ -9,19 +9,15 @@ no weights are read, torch and CUDA are not touched, so a worker can call it in 
 before forking and refuse to start with a clear message. `load_pipeline` loads, without network.
 """
 
-import json
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
+from generation.worker import model_folders
+from generation.worker.model_folders import ModelConfigError
 
 MODEL_VAR, CONFIG_VAR = "SDXL_MODEL_PATH", "SDXL_CONFIG_PATH"
 SDXL_PIPELINES = {"StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"}
 # The pipeline components StableDiffusionXLPipeline needs (an SDXL refiner has no first text encoder).
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
-CONFIG_FILES = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
-                "text_encoder_2": "config.json", "scheduler": "scheduler_config.json"}
-WEIGHT_FILES = [f"{stem}{ext}" for stem in ("diffusion_pytorch_model", "model", "pytorch_model")
-                for ext in (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")]
 # What an original-format (SGM) SDXL base checkpoint holds, by key prefix.
 CHECKPOINT_PARTS = {
     "model.diffusion_model.": "the UNet",
@@ -34,10 +30,6 @@ LOOKS_LIKE = {  # a prefix found in other checkpoints → what the file probably
     "conditioner.embedders.0.model.": "an SDXL refiner checkpoint",
     "down_blocks.": "a single diffusers-format component, not a whole pipeline",
 }
-
-
-class ModelConfigError(ImproperlyConfigured):
-    """The SDXL model configuration cannot work; the message names the variable and the fix."""
 
 
 def check_model(path, config_path=None):
@@ -70,49 +62,15 @@ def check_model(path, config_path=None):
 
 
 def _check_folder(folder, var, weights):
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise ModelConfigError(f"{var}={folder}: not a diffusers pipeline folder (no model_index.json).")
-    try:
-        index = json.loads(index_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelConfigError(f"{var}={folder}: model_index.json cannot be read: {exc}") from exc
-    name = index.get("_class_name") if isinstance(index, dict) else None
-    if name not in SDXL_PIPELINES:
-        raise ModelConfigError(f"{var}={folder}: model_index.json describes {name!r}, not an SDXL pipeline "
-                               f"({' or '.join(sorted(SDXL_PIPELINES))}).")
-    missing = [c for c in COMPONENTS if not (index.get(c) or [None])[0] or not (folder / c).is_dir()]
-    if missing:
-        raise ModelConfigError(f"{var}={folder}: no {', '.join(missing)} (an SDXL base pipeline has "
-                               f"{', '.join(COMPONENTS)}; a refiner has no first text encoder).")
-    for component, config_file in CONFIG_FILES.items():
-        names = {p.name for p in (folder / component).iterdir()}
-        if config_file not in names:
-            raise ModelConfigError(f"{var}={folder}: {component}/{config_file} is missing.")
-        if weights and component != "scheduler":
-            found = names & set(WEIGHT_FILES)
-            if not found:
-                raise ModelConfigError(f"{var}={folder}: no weights in {component}/ (expected one of "
-                                       f"{', '.join(WEIGHT_FILES[:2])}; variant files such as *.fp16.* are not "
-                                       "loaded).")
-            for name in found:
-                if name.endswith(".safetensors"):  # a truncated download shows in its header
-                    _safetensors_keys(folder / component / name, f"{var}={folder}: {component}/{name}")
-
-
-def _safetensors_keys(path, where):
-    """The tensor names in a .safetensors file, from its header alone; `where` starts the error."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="np") as checkpoint:  # parses the header; reads no tensor
-            return list(checkpoint.keys())
-    except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise ModelConfigError(f"{where}: not a readable .safetensors file ({exc}).") from exc
+    index = model_folders.pipeline_index(folder, var, SDXL_PIPELINES,
+                                         expected=f"an SDXL pipeline ({' or '.join(sorted(SDXL_PIPELINES))})")
+    model_folders.check_components(folder, var, index, COMPONENTS, weights=weights,
+                                   layout=f"an SDXL base pipeline has {', '.join(COMPONENTS)}; a refiner has no "
+                                          "first text encoder")
 
 
 def _check_checkpoint(path):
-    keys = _safetensors_keys(path, f"{MODEL_VAR}={path}")
+    keys = model_folders.safetensors_keys(path, f"{MODEL_VAR}={path}")
     missing = [what for prefix, what in CHECKPOINT_PARTS.items() if not any(k.startswith(prefix) for k in keys)]
     if missing:
         guess = next((what for prefix, what in LOOKS_LIKE.items() if any(k.startswith(prefix) for k in keys)), None)

@@ -8,33 +8,25 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 from django.conf import settings
-from PIL import ImageOps
-from PIL.Image import Resampling
 
-from generation import images, job_types, pipelines, references, runtime
+from generation import job_types
 from generation.models import ReferenceType
+from generation.worker import images, pipelines, runtime
 
 from . import adapters, loading
 
-# reference_strength is how much of the reference survives (the API's 0.1..1, default 0.7);
+# reference_strength is how much of the reference survives (the API's 0.1..1);
 # img2img strength is how much noise replaces it, so the two run in opposite directions.
-DEFAULT_REFERENCE_STRENGTH = 0.7
 MIN_DENOISE = 0.1  # with no noise added there is nothing to denoise
 # A batch that does not fit in GPU memory is retried in chunks of these sizes.
 CHUNK_SIZES = (3, 1)
-
-_cache = {}  # the loaded pipelines, kept for the life of the worker process
 
 
 def load():
     """(pipeline, IP-Adapter or None), loaded and warmed up on first use in this process."""
     key = (settings.SDXL_MODEL_PATH, settings.SDXL_CONFIG_PATH, settings.SDXL_IP_ADAPTER_PATH,
            pipelines.torch_device())
-    if _cache.get("key") != key:
-        _cache.clear()
-        _cache["loaded"] = _load(*key)
-        _cache["key"] = key
-    return _cache["loaded"]
+    return pipelines.load_once("sdxl", key, lambda: _load(*key))
 
 
 def _load(path, config_path, adapter_path, device):
@@ -63,43 +55,34 @@ def _load(path, config_path, adapter_path, device):
 
 
 def optimize(pipe, device):
-    """GPU speed-ups that keep the output: channels-last memory and a compiled UNet. True if compiled."""
-    if device.type != "cuda":
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    pipe.unet.to(memory_format=torch.channels_last)
-    pipe.vae.to(memory_format=torch.channels_last)
-    if settings.SDXL_COMPILE not in ("auto", "1", "true"):
-        return False
-    pipe.unet = torch.compile(pipe.unet, mode=settings.SDXL_COMPILE_MODE, fullgraph=True)
-    return True
+    """The worker's GPU set-up (the benchmark applies it too): channels-last memory and a compiled
+    UNet. True if compiled."""
+    return pipelines.compile_on_gpu(pipe, device, "unet", settings.SDXL_COMPILE, settings.SDXL_COMPILE_MODE,
+                                    channels_last=True)
 
 
 def warm_up(pipe, batches=(1,), all_sizes=False):
-    """Short renders, so the first user job pays no one-off costs: kernels at the default size, or,
-    for a compiled UNet, a graph for every batch size and aspect ratio."""
-    job_type = job_types.get("sdxl_image_fast")
-    for ratio in job_types.aspect_ratios(job_type) if all_sizes else [None]:
-        params = job_types.render_params(job_type, ratio)
-        for batch in batches:
-            pipe(prompt="warm-up", num_inference_steps=2, width=params["width"], height=params["height"],
-                 num_images_per_prompt=batch, output_type="latent")
+    """pipelines.warm_up for SDXL: each of `batches` at each size."""
+    pipelines.warm_up(pipe, "sdxl_image_fast", all_sizes,
+                      lambda params: [{"num_images_per_prompt": batch} for batch in batches])
 
 
 def load_img2img():
     """An img2img pipeline sharing the loaded weights (no second copy in memory)."""
     pipe, _ = load()
-    if "img2img" not in _cache:
-        img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
-        img2img.set_progress_bar_config(disable=True)
-        _cache["img2img"] = img2img
-    return _cache["img2img"]
+    return pipelines.load_once("sdxl-img2img", pipe, lambda: _img2img(pipe))
+
+
+def _img2img(pipe):
+    img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    return img2img
 
 
 def denoise_strength(reference_strength):
     """img2img strength for a job's reference_strength: 1 - reference_strength, at least MIN_DENOISE."""
     if reference_strength is None:
-        reference_strength = DEFAULT_REFERENCE_STRENGTH
+        reference_strength = job_types.REFERENCE_STRENGTH_DEFAULT
     return min(1.0, max(MIN_DENOISE, 1.0 - reference_strength))
 
 
@@ -126,14 +109,6 @@ def check_params(job, pipe):
                                f"{job.num_images} images.")
 
 
-def reference_image(job):
-    """The job's reference, read from storage and resized/center-cropped to the job's size."""
-    if job.reference_image is None:
-        raise runtime.JobError("The reference image was deleted before the job ran.")
-    picture = references.load_reference(job.reference_image)
-    return ImageOps.fit(picture, (job.width, job.height), Resampling.LANCZOS)
-
-
 def generate(run):
     """Render every image of `run.job` in one batched call; returns a list of runtime.Output."""
     job = run.job
@@ -149,7 +124,7 @@ def generate(run):
     strength = None
     if job.reference_type:
         with run.timed("load"):
-            reference = reference_image(job)
+            reference = pipelines.reference_picture(job)
         run.metadata["reference"] = {"id": job.reference_image_id, "type": job.reference_type,
                                      "reference_strength": job.reference_strength,
                                      "size": list(reference.size)}

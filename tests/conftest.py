@@ -16,11 +16,12 @@ from django.apps import apps as django_apps
 from django.test import override_settings
 from helpers import Stack, pools_online, worker_env
 
-from generation import brokers, negative_prompts, storage, workers
+from generation import brokers, negative_prompts, presence, storage
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels.py",
-            ROOT / "generation" / "devmodels.py", ROOT / "generation" / "migrations" / "0002_seed_negative_terms.py"]
+            ROOT / "generation" / "worker" / "devmodels.py",
+            ROOT / "generation" / "migrations" / "0002_seed_negative_terms.py"]
 POOL_QUEUES = ["sdxl_queue", "wan_queue", "maintenance"]
 
 
@@ -81,7 +82,7 @@ def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         client = brokers.client()
         client.delete(*POOL_QUEUES)
-        for key in client.scan_iter(workers.KEY_PREFIX + "*"):
+        for key in client.scan_iter(presence.KEY_PREFIX + "*"):
             client.delete(key)
         stack = Stack(["sdxl", "wan"], worker_env(), tmp_path_factory.mktemp("logs") / "workers.log")
         try:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.conf import settings
 from django.db import connection
 
-from generation import workers
+from generation import presence
 from generation.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,5 +88,5 @@ class Stack:
 
 
 def pools_online(queues=("sdxl_queue", "wan_queue")):
-    served = {q for w in workers.online() for q in w.get("queues", [])}
+    served = {q for w in presence.online() for q in w.get("queues", [])}
     return all(q in served for q in queues)

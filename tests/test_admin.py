@@ -5,8 +5,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from generation import images, runtime, submission
+from generation import submission
 from generation.models import Job, JobStatus
+from generation.worker import images, runtime
 
 pytestmark = pytest.mark.django_db
 

@@ -167,12 +167,12 @@ def sdxl_worker_heartbeat():
     """Publish an SDXL worker's heartbeat, as a running worker does, advertising given reference types."""
     import json
 
-    from generation import brokers, workers
+    from generation import brokers, presence
 
     names = []
 
     def publish(name, reference_types, queue="sdxl_queue"):
-        key = f"{workers.KEY_PREFIX}{name}"
+        key = f"{presence.KEY_PREFIX}{name}"
         brokers.client().set(key, json.dumps({"name": name, "queues": [queue]}), ex=60)
         brokers.client().set(key + ":loaded", json.dumps({"reference_types": reference_types}))
         names.append(key)
@@ -333,7 +333,8 @@ def test_web_process_never_imports_torch():
     code = (
         "import sys, django; django.setup(); "
         "from django.urls import get_resolver; get_resolver().url_patterns; import ourvidz.wsgi; "
-        "from generation import submission, views, admin, runtime, receivers, tasks; "
+        "from generation import submission, admin, receivers, tasks; from generation.api import views; "
+        "from generation.web import workspace, library, dashboard, live; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -362,9 +363,10 @@ def test_browsable_api_offers_and_accepts_the_submission_form(user, django_captu
 
 def test_job_events_stream_the_users_jobs_as_they_change(client, user, other, monkeypatch,
                                                          django_capture_on_commit_callbacks):
-    from generation import events, submission, views
+    from generation import events, submission
+    from generation.web import live
 
-    monkeypatch.setattr(views, "EVENT_STREAM_SECONDS", 3)
+    monkeypatch.setattr(live, "EVENT_STREAM_SECONDS", 3)
     mine = submission.build_job(user, "image_fast", "mine")
     mine.save()
     theirs = submission.build_job(other, "image_fast", "theirs")
@@ -376,8 +378,9 @@ def test_job_events_stream_the_users_jobs_as_they_change(client, user, other, mo
     assert next(chunks) == b"retry: 1000\n\n"
     first = next(chunks).decode()  # the active jobs, as the API shows them
     assert first.startswith("event: job\ndata: ") and json.loads(first.split("data: ", 1)[1])["id"] == str(mine.pk)
-    events.publish(theirs)  # another user's change is not on this stream
-    submission.cancel(mine)  # publishes
+    with django_capture_on_commit_callbacks(execute=True):
+        events.publish_on_commit(theirs)  # another user's change is not on this stream
+        submission.cancel(mine)  # publishes once committed
     change = json.loads(next(chunks).decode().split("data: ", 1)[1])
     assert change["id"] == str(mine.pk) and change["status"] == "cancelled"
     assert client.get("/events/jobs").status_code == 200

@@ -12,8 +12,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from generation import brokers, dashboard, job_types, submission, workers
+from generation import brokers, job_types, presence, submission
 from generation.models import JobStatus
+from generation.web import dashboard
+from generation.worker import heartbeats
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +103,7 @@ def staff_client(client):
 def private_workers(monkeypatch):
     """Heartbeats under a key prefix of this test's own, so live workers of other tests stay invisible."""
     prefix = f"ourvidz:test-{uuid.uuid4().hex[:8]}:worker:"
-    monkeypatch.setattr(workers, "KEY_PREFIX", prefix)
+    monkeypatch.setattr(presence, "KEY_PREFIX", prefix)
     yield prefix
     for key in brokers.client().scan_iter(prefix + "*"):
         brokers.client().delete(key)
@@ -151,16 +153,16 @@ def test_queue_rows_without_workers(staff_client, user, private_workers):
 
 def test_workers_show_per_pool_with_what_they_loaded(staff_client, private_workers, monkeypatch):
     # What a running SDXL worker does: name and queues on worker_ready, then its pool reports the load.
-    monkeypatch.setitem(workers.status, "name", "sdxl@gpu-box-1")
-    monkeypatch.setitem(workers.status, "queues", ["maintenance", "sdxl_queue"])
-    workers.publish()
-    workers.publish_loaded({"pool": "sdxl", "model": "sdxl-base-1.0", "device": "cuda:0", "dtype": "float16",
+    monkeypatch.setitem(heartbeats.status, "name", "sdxl@gpu-box-1")
+    monkeypatch.setitem(heartbeats.status, "queues", ["maintenance", "sdxl_queue"])
+    heartbeats.publish()
+    heartbeats.publish_loaded({"pool": "sdxl", "model": "sdxl-base-1.0", "device": "cuda:0", "dtype": "float16",
                             "compiled": True, "ip_adapter": "ip-adapter_sdxl",
                             "reference_types": ["character", "composition", "style"]})
     # A WAN worker that has not finished loading yet.
-    monkeypatch.setitem(workers.status, "name", "wan@gpu-box-2")
-    monkeypatch.setitem(workers.status, "queues", ["maintenance", "wan_queue"])
-    workers.publish()
+    monkeypatch.setitem(heartbeats.status, "name", "wan@gpu-box-2")
+    monkeypatch.setitem(heartbeats.status, "queues", ["maintenance", "wan_queue"])
+    heartbeats.publish()
 
     response = staff_client.get("/dashboard/")
     rows = {row[0].split()[0]: row for row in body_rows(response, "queues")}

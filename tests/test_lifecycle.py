@@ -7,8 +7,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from generation import images, runtime, storage, submission, tasks
+from generation import storage, submission, tasks
 from generation.models import Image, Job, JobStatus
+from generation.worker import images, runtime
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,10 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
-from generation import negative_prompts, references, runtime, storage
+from generation import negative_prompts, references, storage
 from generation.models import Image, Job, JobStatus
 from generation.submission import build_job, cancel
+from generation.worker import pipelines, runtime
 from sdxl_tasks import devmodel, pipeline
 
 pytestmark = pytest.mark.django_db
@@ -275,8 +276,8 @@ def test_reference_strength_maps_to_denoise_strength():
 
 def test_load_publishes_what_it_loaded_and_survives_a_redis_error(monkeypatch, sdxl_model):
     published = []
-    monkeypatch.setattr(pipeline, "_cache", {})
-    monkeypatch.setattr("generation.workers.publish_loaded", published.append)
+    pipelines.forget_loaded()
+    monkeypatch.setattr("generation.worker.heartbeats.publish_loaded", published.append)
     loaded = pipeline.load()
     assert pipeline.load() is loaded  # once per process
     info = published[0]
@@ -291,8 +292,8 @@ def test_load_publishes_what_it_loaded_and_survives_a_redis_error(monkeypatch, s
     def fail(info):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(pipeline, "_cache", {})
-    monkeypatch.setattr("generation.workers.publish_loaded", fail)
+    pipelines.forget_loaded()
+    monkeypatch.setattr("generation.worker.heartbeats.publish_loaded", fail)
     assert pipeline.load() is not loaded
 
 

@@ -13,9 +13,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
-from generation import references, runtime, storage
+from generation import references, storage
 from generation.models import Job, JobStatus, Video
 from generation.submission import build_job
+from generation.worker import pipelines, runtime
+from generation.worker.model_folders import ModelConfigError
 from wan_tasks import devmodels, i2v, pipeline, tasks
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +43,7 @@ def wan_settings(settings, tmp_path, monkeypatch):
     settings.OURVIDZ_PROFILE = "dev"
     # Keep this test run's model info out of a Redis that a running stack may share.
     published = []
-    monkeypatch.setattr("generation.workers.publish_loaded", published.append)
+    monkeypatch.setattr("generation.worker.heartbeats.publish_loaded", published.append)
     storage._storage.cache_clear()
     yield published
     storage._storage.cache_clear()
@@ -84,7 +86,7 @@ def render(pipe, job, **extra):
 
 
 def render_i2v(pipe, job):
-    return render(pipe, job, **i2v.i2v_kwargs(job, i2v.reference_frame(job), pipe))
+    return render(pipe, job, **i2v.i2v_kwargs(job, pipelines.reference_picture(job), pipe))
 
 
 def test_dev_model_shares_the_text_to_video_weights(i2v_model, models_dir):
@@ -114,7 +116,7 @@ def test_loading_shares_text_encoder_tokenizer_and_vae(t2v, i2v_model):
 
     cached = i2v.get_i2v(t2v, i2v_model)
     assert i2v.get_i2v(t2v, i2v_model) is cached  # once per process
-    pipeline._load.cache_clear()
+    pipelines.forget_loaded()
     reloaded = pipeline.get_pipeline()
     assert i2v.get_i2v(reloaded, i2v_model).vae is reloaded.vae  # follows a reloaded T2V pipeline
 
@@ -162,16 +164,16 @@ def test_reference_conditions_the_render(user, t2v, i2v_pipe):
     assert hidden.shape == (1, 36, 3, 6, 4)  # (9 - 1) / 4 + 1 latent frames of 48/8 × 32/8
     assert (hidden[:, 16:20, 0] == 1).all() and (hidden[:, 16:20, 1:] == 0).all()
     vae = i2v_pipe.vae
-    picture = i2v_pipe.video_processor.preprocess(i2v.reference_frame(red), height=48, width=32)
+    picture = i2v_pipe.video_processor.preprocess(pipelines.reference_picture(red), height=48, width=32)
     latents = vae.encode(picture.unsqueeze(2)).latent_dist.mode()
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     torch.testing.assert_close(hidden[:, 20:, :1], (latents - mean) / std, rtol=1e-4, atol=1e-4)
     # The CLIP image tokens are the reference's: penultimate hidden states of the image encoder.
     tokens = captured["encoder_hidden_states_image"]
-    expected = i2v_pipe.encode_image(i2v.reference_frame(red), torch.device("cpu"))
+    expected = i2v_pipe.encode_image(pipelines.reference_picture(red), torch.device("cpu"))
     torch.testing.assert_close(tokens, expected)
-    assert not torch.allclose(expected, i2v_pipe.encode_image(i2v.reference_frame(blue), torch.device("cpu")))
+    assert not torch.allclose(expected, i2v_pipe.encode_image(pipelines.reference_picture(blue), torch.device("cpu")))
 
 
 def test_reference_frame_is_read_from_storage_and_center_cropped(user):
@@ -181,7 +183,7 @@ def test_reference_frame_is_read_from_storage_and_center_cropped(user):
     job = video_job(user)
     job.reference_image = upload(user, wide)
 
-    frame = i2v.reference_frame(job)
+    frame = pipelines.reference_picture(job)
 
     assert frame.mode == "RGB" and frame.size == (job.width, job.height) == (32, 48)
     pixels = np.asarray(frame, dtype=int)
@@ -195,12 +197,12 @@ def test_deleted_reference_fails_with_a_message(user):
 
     assert job.reference_type == "composition" and job.reference_image is None
     with pytest.raises(runtime.JobError, match="reference image was deleted"):
-        i2v.reference_frame(job)
+        pipelines.reference_picture(job)
 
 
 def test_i2v_kwargs(user, i2v_pipe):
     job = video_job(user)
-    frame = i2v.reference_frame(job)
+    frame = pipelines.reference_picture(job)
     assert i2v.i2v_kwargs(job, frame, i2v_pipe) == {"image": frame}
 
     job.frames = 8
@@ -214,7 +216,7 @@ def test_i2v_kwargs(user, i2v_pipe):
         i2v.i2v_kwargs(job, frame.resize((48, 32)))
     image_job = video_job(user, job_type="image_fast")
     with pytest.raises(runtime.JobError, match="image_fast does not take a reference image"):
-        i2v.i2v_kwargs(image_job, i2v.reference_frame(image_job))
+        i2v.i2v_kwargs(image_job, pipelines.reference_picture(image_job))
 
 
 def edited_copy(source, target, component=None, **changes):
@@ -231,7 +233,7 @@ def test_check_i2v_model_names_the_variable_and_the_problem(i2v_model, models_di
     t2v = models_dir["wan"]
 
     def error(path, t2v_path=None):
-        with pytest.raises(i2v.I2VModelError) as info:
+        with pytest.raises(ModelConfigError) as info:
             i2v.check_i2v_model(path, t2v_path)
         assert isinstance(info.value, ImproperlyConfigured)
         assert str(info.value).startswith(i2v.MODEL_VAR)
@@ -260,7 +262,7 @@ def test_check_i2v_model_names_the_variable_and_the_problem(i2v_model, models_di
     assert "TI2V-5B" in error(edited_copy(i2v_model, tmp_path / "ti2v", expand_timesteps=True))
 
     # Loading checks first, so a wrong folder is reported by name rather than by diffusers.
-    with pytest.raises(i2v.I2VModelError, match="WAN_I2V_MODEL_PATH"):
+    with pytest.raises(ModelConfigError, match="WAN_I2V_MODEL_PATH"):
         i2v.load_i2v(pipeline.get_pipeline(), t2v)
 
 
@@ -305,7 +307,7 @@ def test_reference_jobs_the_pool_cannot_honour_fail_with_a_message(user, setting
 
 
 def test_worker_advertises_composition_only_with_an_image_to_video_model(wan_settings, settings, tmp_path):
-    pipeline._load.cache_clear()
+    pipelines.forget_loaded()
     tasks.load_models()
     settings.WAN_I2V_MODEL_PATH = ""
     tasks.load_models()  # a changed setting loads again

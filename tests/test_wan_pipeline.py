@@ -10,9 +10,10 @@ import torch
 from django.contrib.auth import get_user_model
 from PIL import Image as PILImage
 
-from generation import runtime, storage
+from generation import storage
 from generation.models import Image, Job, JobStatus, Video
 from generation.submission import build_job, cancel
+from generation.worker import pipelines, runtime
 from wan_tasks import devmodels, enhancer, pipeline, tasks, video
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ def wan_settings(settings, tmp_path, monkeypatch):
     settings.PROGRESS_INTERVAL = 0
     # Keep this test run's model info out of a Redis that a running stack may share.
     published = []
-    monkeypatch.setattr("generation.workers.publish_loaded", published.append)
+    monkeypatch.setattr("generation.worker.heartbeats.publish_loaded", published.append)
     storage._storage.cache_clear()
     yield published
     storage._storage.cache_clear()
@@ -139,7 +140,8 @@ def test_broken_enhancer_falls_back_to_the_original_prompt(user, settings, tmp_p
 
 
 def test_empty_enhancement_is_an_error_and_falls_back(user, monkeypatch):
-    model, tokenizer = enhancer.get_enhancer()
+    loaded = enhancer.get_enhancer()
+    model, tokenizer = loaded.model, loaded.tokenizer
 
     def says_nothing(input_ids, **kwargs):
         return torch.cat([input_ids, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
@@ -210,7 +212,7 @@ def test_out_of_memory_retries_once_with_vae_tiling(user, monkeypatch, tmp_path)
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert attempts == [False, True]  # the retry decodes in tiles
-    assert job.metadata["out_of_memory"]["retry"] == "VAE tiling and slicing"
+    assert job.metadata["out_of_memory"][0]["retry"] == "VAE tiling and slicing"
     assert not pipeline.get_pipeline().vae.use_tiling  # later jobs decode as before
     first, again = (decode_mp4(stored(Video.objects.get(job=j)), tmp_path) for j in (normal, job))
     assert first[0].shape == again[0].shape
@@ -260,7 +262,7 @@ def test_enhancer_offload_decision():
 
 
 def test_offloaded_enhancer_goes_back_to_the_cpu_after_each_rewrite(settings):
-    model, _ = enhancer.get_enhancer()
+    model = enhancer.get_enhancer().model
     try:
         enhancer.place(torch.device("cpu"), offload=True)
         assert enhancer.enhance("a cat") and model.device.type == "cpu"
@@ -299,7 +301,7 @@ def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path):
 
 
 def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, settings):
-    pipeline._load.cache_clear()
+    pipelines.forget_loaded()
     tasks.load_models()
     (info,) = wan_settings
     assert {key: info[key] for key in ("pool", "model", "device", "dtype", "vae_dtype", "enhancer")} == {
@@ -322,8 +324,8 @@ def test_publish_failure_does_not_stop_loading(monkeypatch):
     def unreachable(info):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr("generation.workers.publish_loaded", unreachable)
-    pipeline._load.cache_clear()
+    monkeypatch.setattr("generation.worker.heartbeats.publish_loaded", unreachable)
+    pipelines.forget_loaded()
     assert pipeline.get_pipeline().transformer is not None
 
 

@@ -164,14 +164,14 @@ def test_ip_adapter_reference_through_the_api(jobs, reference_type):
 
 
 def test_video_from_a_reference_through_the_api(jobs):
-    from generation import workers
+    from generation import presence
 
     buffer = io.BytesIO()
     PILImage.new("RGB", (100, 60), (255, 0, 0)).save(buffer, format="PNG")
     buffer.seek(0)
     ref = jobs.api.post("/api/references/", {"file": buffer}, format="multipart").json()
     # Submission decides from what the live WAN worker advertises: it loaded the image-to-video model.
-    (wan,) = [w for w in workers.online() if "wan_queue" in w["queues"]]
+    (wan,) = [w for w in presence.online() if "wan_queue" in w["queues"]]
     assert wan["loaded"]["reference_types"] == ["composition"] and wan["loaded"]["i2v"] == "wan-i2v-tiny"
     plain = jobs.finish(job_type="video_fast", prompt="x", seed=5)
     guided = jobs.finish(job_type="video_fast", prompt="x", seed=5, reference_image=ref["id"],

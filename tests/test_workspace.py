@@ -10,8 +10,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from generation import job_types, submission, workspace
+from generation import job_types, submission
 from generation.models import Image, JobStatus, ReferenceImage
+from generation.web import workspace
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ without downloads. Usage: `python -m wan_tasks.devmodels WAN_PATH ENHANCER_PATH 
 import argparse
 import sys
 
-from generation.devmodels import build_atomically, vocabulary, word_level_tokenizer
+from generation.worker.devmodels import build_atomically, vocabulary, word_level_tokenizer
 
 
 def wan_tokenizer():

@@ -6,14 +6,14 @@ resident when both fit, or kept on the CPU and brought over for each rewrite (`p
 
 import logging
 import unicodedata
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from django.conf import settings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from generation import pipelines
+from generation.worker import pipelines
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,6 @@ INSTRUCTION = (
     "rewritten prompt only, with no preamble, notes or quotes."
 )
 
-_placement = {"device": None, "offload": False}
-
-
 class EnhancementError(Exception):
     """The enhancer gave no usable prompt."""
 
@@ -37,12 +34,23 @@ def model_name():
     return Path(settings.ENHANCER_MODEL_PATH).name
 
 
+@dataclass
+class Enhancer:
+    """The loaded model and tokenizer, and where the model runs: resident on `device`, or kept on the
+    CPU between rewrites when `offload` (see `place`)."""
+
+    model: object
+    tokenizer: object
+    device: object = None  # None until placed: the worker's device
+    offload: bool = False
+
+
 def get_enhancer():
-    """The (model, tokenizer) pair for the configured path, loaded on first use."""
-    return _load(settings.ENHANCER_MODEL_PATH, pipelines.torch_device())
+    """The Enhancer for the configured path, loaded on first use in this process."""
+    key = (settings.ENHANCER_MODEL_PATH, pipelines.torch_device())
+    return pipelines.load_once("enhancer", key, lambda: _load(*key))
 
 
-@lru_cache(maxsize=1)  # keyed by path so that a changed setting (tests) loads the new model
 def _load(path, device):
     if not Path(path).is_dir():
         # transformers would read a missing folder as a hub repo id and say so, confusingly.
@@ -52,7 +60,7 @@ def _load(path, device):
     # Loaded on the CPU; `place` (or the first rewrite) puts it where it runs.
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     log.info("loaded prompt enhancer %s (%s)", path, dtype)
-    return model, tokenizer
+    return Enhancer(model, tokenizer)
 
 
 def size_bytes(module):
@@ -72,16 +80,17 @@ def should_offload(setting, device, total_bytes, wan_bytes, enhancer_bytes, rese
 
 def place(device, offload):
     """Keep the enhancer on `device`, or on the CPU between rewrites when `offload`."""
-    model, _ = get_enhancer()
-    model.to("cpu" if offload else device)
-    _placement.update(device=device, offload=offload)
+    loaded = get_enhancer()
+    loaded.model.to("cpu" if offload else device)
+    loaded.device, loaded.offload = device, offload
     log.info("prompt enhancer %s", "offloaded to the CPU between uses" if offload else f"resident on {device}")
 
 
 def enhance(prompt):
     """The enhancer's rewrite of `prompt` (greedy, so the same prompt gives the same text)."""
-    model, tokenizer = get_enhancer()
-    device = _placement["device"] or pipelines.torch_device()
+    loaded = get_enhancer()
+    model, tokenizer = loaded.model, loaded.tokenizer
+    device = loaded.device or pipelines.torch_device()
     model.to(device)  # a no-op when resident
     try:
         messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": prompt}]
@@ -91,7 +100,7 @@ def enhance(prompt):
             output = model.generate(**inputs, do_sample=False, max_new_tokens=settings.ENHANCER_MAX_NEW_TOKENS,
                                     pad_token_id=tokenizer.pad_token_id)
     finally:
-        if _placement["offload"]:
+        if loaded.offload:
             model.to("cpu")
             pipelines.free_memory()
     new_tokens = output[0, inputs["input_ids"].shape[1]:]

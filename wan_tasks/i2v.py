@@ -7,92 +7,49 @@ the VAE, so `load_i2v` takes those from the loaded text-to-video pipeline (no se
 and loads only what is the I2V model's own: its transformer, the CLIP image encoder and processor
 and its scheduler settings. `check_i2v_model` validates a folder from file names and JSON alone (no
 weights read, torch not imported), so a worker can refuse to start with a message naming the
-variable. References are read from storage, never from a URL.
+variable.
 """
 
-import json
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
-from generation import pipelines, references, runtime
+from generation.worker import model_folders, pipelines, runtime
+from generation.worker.model_folders import ModelConfigError
 
 MODEL_VAR = "WAN_I2V_MODEL_PATH"
 PIPELINE_CLASS = "WanImageToVideoPipeline"
 EXAMPLE = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
-# Component -> the file its folder must hold; weights are checked for the models among them.
-CONFIG_FILES = {"transformer": "config.json", "transformer_2": "config.json", "image_encoder": "config.json",
-                "image_processor": "preprocessor_config.json", "scheduler": "scheduler_config.json"}
-MODELS = ("transformer", "transformer_2", "image_encoder")
-WEIGHT_FILES = [f"{stem}{ext}" for stem in ("diffusion_pytorch_model", "model", "pytorch_model")
-                for ext in (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")]
-
-
-class I2VModelError(ImproperlyConfigured):
-    """The image-to-video model configuration cannot work; the message names WAN_I2V_MODEL_PATH."""
-
-
-def _read_json(path, where):
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise I2VModelError(f"{where}: {Path(path).name} cannot be read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise I2VModelError(f"{where}: {Path(path).name} is not a JSON object.")
-    return data
+LAYOUT = "a WAN 2.1 image-to-video pipeline has transformer, image_encoder, image_processor and scheduler folders"
 
 
 def check_i2v_model(path, t2v_path=None):
-    """Raise I2VModelError unless `path` is a WanImageToVideoPipeline folder this worker can load
+    """Raise ModelConfigError unless `path` is a WanImageToVideoPipeline folder this worker can load
     beside the text-to-video model at `t2v_path` (when given: same text-encoder width and VAE
     latent channels). Reads JSON and file names only. Returns the I2V transformer's config."""
     if not path:
-        raise I2VModelError(f"{MODEL_VAR} is empty: set it to a WAN image-to-video diffusers folder "
-                            f"(e.g. {EXAMPLE}).")
+        raise ModelConfigError(f"{MODEL_VAR} is empty: set it to a WAN image-to-video diffusers folder "
+                               f"(e.g. {EXAMPLE}).")
     folder = Path(path)
     where = f"{MODEL_VAR}={folder}"
-    if not folder.is_dir():
-        raise I2VModelError(f"{where}: no such folder.")
-    if not (folder / "model_index.json").is_file():
-        raise I2VModelError(f"{where}: not a diffusers pipeline folder (no model_index.json).")
-    index = _read_json(folder / "model_index.json", where)
-    name = index.get("_class_name")
-    if name != PIPELINE_CLASS:
-        hint = " (a text-to-video model: that is WAN_MODEL_PATH's kind)" if name == "WanPipeline" else ""
-        raise I2VModelError(f"{where}: model_index.json describes {name!r}{hint}, not a {PIPELINE_CLASS} "
-                            f"(an image-to-video model such as {EXAMPLE}).")
-
-    def listed(component):
-        entry = index.get(component)
-        return isinstance(entry, list) and bool(entry) and entry[0] is not None
-
-    if not listed("transformer"):
-        raise I2VModelError(f"{where}: model_index.json lists no transformer.")
+    index = model_folders.pipeline_index(
+        folder, MODEL_VAR, {PIPELINE_CLASS}, expected=f"a {PIPELINE_CLASS} (an image-to-video model such as {EXAMPLE})",
+        hints={"WanPipeline": "a text-to-video model: that is WAN_MODEL_PATH's kind"})
+    listed = model_folders.listed_components(index)
+    if "transformer" not in listed:
+        raise ModelConfigError(f"{where}: model_index.json lists no transformer.")
     transformer_config = folder / "transformer" / "config.json"
-    transformer = _read_json(transformer_config, where) if transformer_config.is_file() else {}
+    transformer = model_folders.read_json(transformer_config, where) if transformer_config.is_file() else {}
     required = ["transformer", "scheduler"]
-    if listed("transformer_2"):
+    if "transformer_2" in listed:
         required.append("transformer_2")  # WAN 2.2 A14B: a second, low-noise transformer
     if transformer.get("image_dim") is not None:
         required += ["image_encoder", "image_processor"]  # WAN 2.1: CLIP image tokens
-    missing = [c for c in required if not listed(c) or not (folder / c).is_dir()]
-    if missing:
-        raise I2VModelError(f"{where}: no {', '.join(missing)} (a WAN 2.1 image-to-video pipeline has "
-                            "transformer, image_encoder, image_processor and scheduler folders).")
-    for component in required:
-        names = {p.name for p in (folder / component).iterdir()}
-        if CONFIG_FILES[component] not in names:
-            raise I2VModelError(f"{where}: {component}/{CONFIG_FILES[component]} is missing.")
-        if component in MODELS and not names & set(WEIGHT_FILES):
-            raise I2VModelError(f"{where}: no weights in {component}/ (expected one of "
-                                f"{', '.join(WEIGHT_FILES[:2])} or a sharded index; variant files such as "
-                                "*.fp16.* are not loaded).")
+    model_folders.check_components(folder, MODEL_VAR, index, required, layout=LAYOUT)
 
     in_channels, out_channels = transformer.get("in_channels"), transformer.get("out_channels")
     if index.get("expand_timesteps") or in_channels != 2 * (out_channels or 0) + 4:
-        raise I2VModelError(f"{where}: its transformer takes {in_channels} input channels for {out_channels} "
-                            "latent channels; WAN 2.1 image-to-video conditioning needs 2 × latent + 4 "
-                            "(WAN 2.2 TI2V-5B, with its own VAE, is not supported).")
+        raise ModelConfigError(f"{where}: its transformer takes {in_channels} input channels for {out_channels} "
+                               "latent channels; WAN 2.1 image-to-video conditioning needs 2 × latent + 4 "
+                               "(WAN 2.2 TI2V-5B, with its own VAE, is not supported).")
     if t2v_path:
         t2v = Path(t2v_path)
         checks = [("text_encoder", "d_model", "text_dim", "text encoder width"),
@@ -101,9 +58,9 @@ def check_i2v_model(path, t2v_path=None):
             config = t2v / component / "config.json"
             if not config.is_file():
                 continue  # the text-to-video model's own check reports that
-            expected = _read_json(config, f"WAN_MODEL_PATH={t2v}").get(t2v_key)
+            expected = model_folders.read_json(config, f"WAN_MODEL_PATH={t2v}").get(t2v_key)
             if expected != transformer.get(i2v_key):
-                raise I2VModelError(
+                raise ModelConfigError(
                     f"{where}: does not fit the text-to-video model at WAN_MODEL_PATH={t2v}, whose "
                     f"{what} ({expected}) the I2V transformer would share but expects {transformer.get(i2v_key)}; "
                     "both must be WAN 2.1 models (same UMT5 text encoder and VAE).")
@@ -136,32 +93,9 @@ def load_i2v(t2v_pipe, path, dtype=None):
     return pipe
 
 
-_cache = {}
-
-
 def get_i2v(t2v_pipe, path):
     """load_i2v(t2v_pipe, path), once per process for a given text-to-video pipeline and path."""
-    cached = _cache.get("loaded")
-    if cached is None or cached[0] is not t2v_pipe or cached[1] != str(path):
-        _cache.clear()  # drop a previous I2V pipeline (and its hold on an older T2V one) first
-        _cache["loaded"] = (t2v_pipe, str(path), load_i2v(t2v_pipe, path))
-    return _cache["loaded"][2]
-
-
-def clear_cache():
-    _cache.clear()
-
-
-def reference_frame(job):
-    """The job's reference as an RGB picture of exactly the job's size: read from storage, resized and
-    center-cropped (never stretched), as the SDXL pool does. JobError if it was deleted meanwhile."""
-    from PIL import ImageOps
-    from PIL.Image import Resampling
-
-    if job.reference_image is None:
-        raise runtime.JobError("The reference image was deleted before the job ran.")
-    picture = references.load_reference(job.reference_image)
-    return ImageOps.fit(picture, (job.width, job.height), Resampling.LANCZOS)
+    return pipelines.load_once("wan-i2v", (t2v_pipe, str(path)), lambda: load_i2v(t2v_pipe, path))
 
 
 def i2v_kwargs(job, reference, pipe=None):

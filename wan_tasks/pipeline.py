@@ -4,18 +4,18 @@ the pool's `generate`."""
 import logging
 import math
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from diffusers import WanPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from PIL import Image
 
-from generation import images, job_types, pipelines, runtime
+from generation import job_types
+from generation.worker import images, model_folders, pipelines, runtime
 
 from . import enhancer, i2v, video
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def get_pipeline():
     """The WanPipeline for the configured path and device, loaded on first use in this process
     (with the image-to-video pipeline beside it when WAN_I2V_MODEL_PATH is set)."""
-    return _load(settings.WAN_MODEL_PATH, settings.WAN_I2V_MODEL_PATH, pipelines.torch_device())
+    key = (settings.WAN_MODEL_PATH, settings.WAN_I2V_MODEL_PATH, pipelines.torch_device())
+    return pipelines.load_once("wan", key, lambda: _load(*key))
 
 
 def get_i2v_pipeline():
@@ -37,16 +38,15 @@ def get_i2v_pipeline():
 
 def check_models():
     """Refuse to start on a wrong model path (reads no weights; runs before the worker forks)."""
-    pipelines.check_folder(settings.WAN_MODEL_PATH, "WAN_MODEL_PATH", {"WanPipeline"})
+    model_folders.check_folder(settings.WAN_MODEL_PATH, "WAN_MODEL_PATH", {"WanPipeline"})
     enhancer_config = Path(settings.ENHANCER_MODEL_PATH) / "config.json"
     if not enhancer_config.is_file():
-        raise ImproperlyConfigured(f"ENHANCER_MODEL_PATH={settings.ENHANCER_MODEL_PATH}: not a transformers "
+        raise model_folders.ModelConfigError(f"ENHANCER_MODEL_PATH={settings.ENHANCER_MODEL_PATH}: not a transformers "
                                    "model folder (no config.json).")
     if settings.WAN_I2V_MODEL_PATH:
         i2v.check_i2v_model(settings.WAN_I2V_MODEL_PATH, settings.WAN_MODEL_PATH)
 
 
-@lru_cache(maxsize=1)  # keyed by paths and device, so a changed setting loads the new model
 def _load(path, i2v_path, device):
     if not Path(path).is_dir():
         # diffusers would read a missing folder as a hub repo id and say so, confusingly.
@@ -65,12 +65,11 @@ def _load(path, i2v_path, device):
     i2v_pipe = i2v.get_i2v(pipe, i2v_path) if i2v_path else None
     if i2v_pipe is not None:
         optimize(i2v_pipe, device)
-    model, _ = enhancer.get_enhancer()
     offload = enhancer.should_offload(
         settings.ENHANCER_OFFLOAD, device,
         torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0,
         sum(enhancer.size_bytes(m) for m in (pipe.transformer, pipe.text_encoder, pipe.vae) + i2v_models(i2v_pipe)),
-        enhancer.size_bytes(model), settings.WAN_MEMORY_RESERVE_GB * 2**30)
+        enhancer.size_bytes(enhancer.get_enhancer().model), settings.WAN_MEMORY_RESERVE_GB * 2**30)
     enhancer.place(device, offload)
     loaded = time.perf_counter()
     warm_up(pipe, all_sizes=compiled)
@@ -94,24 +93,17 @@ def i2v_models(i2v_pipe):
 
 
 def optimize(pipe, device):
-    """GPU speed-ups that keep the output: a compiled transformer. True if compiled."""
-    if device.type != "cuda" or settings.WAN_COMPILE not in ("auto", "1", "true"):
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    pipe.transformer = torch.compile(pipe.transformer, mode=settings.WAN_COMPILE_MODE, fullgraph=True)
-    return True
+    """The worker's GPU set-up (the benchmark applies it too): a compiled transformer. True if compiled."""
+    return pipelines.compile_on_gpu(pipe, device, "transformer", settings.WAN_COMPILE, settings.WAN_COMPILE_MODE)
 
 
 def warm_up(pipe, all_sizes=False, reference=False):
-    """A short render, so the first user job pays no one-off costs: kernels at the default video size,
-    or, for a compiled transformer, a graph for every aspect ratio. `reference`: an image-to-video
-    pipeline, given a blank first frame."""
-    job_type = job_types.get("video_fast")
-    for ratio in job_types.aspect_ratios(job_type) if all_sizes else [None]:
-        params = job_types.render_params(job_type, ratio)
-        extra = {"image": Image.new("RGB", (params["width"], params["height"]))} if reference else {}
-        pipe(prompt="warm-up", height=params["height"], width=params["width"], num_frames=params["frames"],
-             num_inference_steps=2, output_type="latent", **extra)
+    """pipelines.warm_up for WAN videos; `reference`: an image-to-video pipeline, given a blank first frame."""
+    def variants(params):
+        first_frame = {"image": Image.new("RGB", (params["width"], params["height"]))} if reference else {}
+        return [{"num_frames": params["frames"], **first_frame}]
+
+    pipelines.warm_up(pipe, "video_fast", all_sizes, variants)
 
 
 def generate(run):
@@ -128,7 +120,7 @@ def generate(run):
                 # Submission refuses this; a job queued before the model was removed fails clearly.
                 raise runtime.JobError(f"{job.job_type} cannot start from a reference image: this WAN worker "
                                        "has no image-to-video model (WAN_I2V_MODEL_PATH).")
-            reference = i2v.reference_frame(job)
+            reference = pipelines.reference_picture(job)
         reference_kwargs = i2v.i2v_kwargs(job, reference, i2v_pipe)  # refuses image types, odd sizes
         run.metadata["reference"] = i2v.reference_metadata(job, reference, settings.WAN_I2V_MODEL_PATH)
         pipe, model_path = i2v_pipe, settings.WAN_I2V_MODEL_PATH
@@ -163,7 +155,8 @@ def render(run, pipe, kwargs, seed):
         raise
     except torch.cuda.OutOfMemoryError as exc:
         pipelines.free_memory()
-        run.metadata["out_of_memory"] = {"error": str(exc)[:200], "retry": "VAE tiling and slicing"}
+        run.metadata.setdefault("out_of_memory", []).append({"error": str(exc)[:200],
+                                                             "retry": "VAE tiling and slicing"})
     # Decoding all frames at once is the peak; tiles and slices trade a little time for memory.
     pipe.vae.enable_tiling()
     pipe.vae.enable_slicing()
@@ -178,21 +171,29 @@ def render(run, pipe, kwargs, seed):
         pipe.vae.disable_slicing()
 
 
+class GuidanceCutoff(PipelineCallback):
+    """Classifier-free guidance for the steps up to `cutoff_step_index` only; the remaining steps run
+    the conditional pass alone (diffusers' SDCFGCutoffCallback, for WAN, whose pipeline reads a
+    guidance scale of 1 as "no guidance")."""
+
+    tensor_inputs = []
+
+    def callback_fn(self, pipe, step_index, timestep, callback_kwargs):
+        if step_index >= self.config.cutoff_step_index:
+            pipe._guidance_scale = 1.0
+        return callback_kwargs
+
+
 def call(run, pipe, kwargs, seed):
     """One pipeline call: float frames (n, h, w, 3) in 0..1. Guidance stops after WAN_GUIDANCE_STOP
     of the steps; a CPU generator gives the same starting noise on every device."""
-    report = pipelines.step_callback(run)
+    callbacks = [pipelines.step_callback(run)]
     stop = math.ceil(kwargs["num_inference_steps"] * settings.WAN_GUIDANCE_STOP)
     if stop < kwargs["num_inference_steps"]:
         run.metadata["guidance_stop_step"] = stop
-
-    def on_step_end(current, step_index, timestep, callback_kwargs):
-        if step_index + 1 >= stop:
-            current._guidance_scale = 1.0  # the remaining steps run the conditional pass only
-        return report(current, step_index, timestep, callback_kwargs)
-
+        callbacks.insert(0, GuidanceCutoff(cutoff_step_ratio=None, cutoff_step_index=stop - 1))
     return pipe(**kwargs, generator=torch.Generator(device="cpu").manual_seed(seed),
-                callback_on_step_end=on_step_end).frames[0]
+                callback_on_step_end=MultiPipelineCallbacks(callbacks)).frames[0]
 
 
 def enhance_prompt(run, prompt):

@@ -2,8 +2,8 @@
 
 from celery import shared_task
 
-# generation.workers is imported for its signal handlers, which publish this worker's heartbeat.
-from generation import pipelines, runtime, workers  # noqa: F401
+# heartbeats is imported for its signal handlers, which publish this worker's presence.
+from generation.worker import heartbeats, pipelines, runtime  # noqa: F401
 
 from . import pipeline
 

@@ -251,7 +251,8 @@ def gpu_part(args):
     from django.conf import settings
     from django.test import override_settings
 
-    from generation import job_types, pipelines
+    from generation import job_types
+    from generation.worker import pipelines
     from wan_tasks import pipeline
 
     dry = args.gpu_dry_run

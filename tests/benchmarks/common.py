@@ -74,8 +74,8 @@ def bench_user():
 
 def run_saved_job(job, queue, generate):
     """Run a saved job as the `queue` worker does; return it reloaded (it must have completed) and its wall time."""
-    from generation import runtime
     from generation.models import Job, JobStatus
+    from generation.worker import runtime
 
     start = time.perf_counter()
     runtime.run(job.pk, queue, generate)

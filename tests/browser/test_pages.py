@@ -20,7 +20,7 @@ from browser_helpers import (
 )
 from playwright.sync_api import expect
 
-from generation import brokers, submission, workers
+from generation import brokers, presence, submission
 from generation.models import Image, Job, Video
 from ourvidz.celery import app
 
@@ -145,7 +145,7 @@ def test_cancel_a_queued_job(page, make_user, log_in, live_workers, screenshot):
     page.on("dialog", lambda dialog: dialog.accept())  # should the page ask "are you sure?"
     # An operator stops the WAN worker consuming its queue: the next video job stays queued. (Only that
     # worker: a broadcast add_consumer afterwards would make the SDXL worker take WAN tasks too.)
-    wan = [w["name"] for w in workers.online() if "wan_queue" in w["queues"]]
+    wan = [w["name"] for w in presence.online() if "wan_queue" in w["queues"]]
     replies = app.control.cancel_consumer("wan_queue", destination=wan, reply=True)
     assert sorted(name for r in replies for name, reply in r.items() if "ok" in reply) == sorted(wan), replies
     try:
@@ -224,7 +224,7 @@ def test_dashboard_for_staff(page, make_user, log_in, live_workers, screenshot):
     page.goto("/dashboard/")
     queues = page.locator("table#queues")
     expect(queues).to_be_visible()
-    online = workers.online()
+    online = presence.online()
     for queue in ("sdxl_queue", "wan_queue"):
         row = queues.locator("tr", has_text=queue)
         expect(row).to_have_count(1)

@@ -7,26 +7,18 @@ URLs it talks to. Everything after that goes through the JSON API and the job ev
 (generation/static/ourvidz/workspace.js).
 """
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.urls import reverse
 
-from . import job_types, views
-from .models import Job, ReferenceImage, ReferenceType
-from .serializers import (
-    ASPECT_RATIOS,
-    STRENGTH_DEFAULT,
-    STRENGTH_MAX,
-    STRENGTH_MIN,
-    JobSerializer,
-    ReferenceImageSerializer,
-)
-from .submission import MAX_SEED
+from .. import capabilities, job_types
+from ..api.serializers import JobSerializer, ReferenceImageSerializer
+from ..models import Job, ReferenceImage, ReferenceType
 
 DEFAULT_JOB_TYPE = "sdxl_image_fast"
 RECENT_JOBS = 10
 REFERENCE_CHOICES = 50
-PROMPT_MAX, NEGATIVE_MAX = 2000, 1000  # as JobRequestSerializer allows
 ASPECT_LABELS = {"1:1": "Square 1:1", "16:9": "Landscape 16:9", "9:16": "Portrait 9:16"}
 
 
@@ -51,7 +43,7 @@ def default_aspect_ratio(job_type):
     for ratio, size in job_types.aspect_ratios(job_type).items():
         if size == (job_type.width, job_type.height):
             return ratio
-    return ASPECT_RATIOS[0]
+    return job_types.ASPECT_RATIOS[0]
 
 
 def _int_or_none(text):
@@ -75,7 +67,7 @@ def prefill(params, user):
     name = params.get("job_type", "")
     jt = job_types.JOB_TYPES.get(name) or job_types.get(DEFAULT_JOB_TYPE)
     seed = _int_or_none(params.get("seed"))
-    if seed is not None and not 0 <= seed <= MAX_SEED:
+    if seed is not None and not 0 <= seed <= job_types.MAX_SEED:
         seed = None
     num_images = _int_or_none(params.get("num_images"))
     if not jt.batched or num_images not in job_types.NUM_IMAGES_CHOICES:
@@ -88,12 +80,12 @@ def prefill(params, user):
     if reference_type not in ReferenceType.values:
         reference_type = ReferenceType.STYLE
     strength = _float_or_none(params.get("reference_strength"))
-    if strength is None or not STRENGTH_MIN <= strength <= STRENGTH_MAX:
-        strength = STRENGTH_DEFAULT
+    if strength is None or not job_types.REFERENCE_STRENGTH_MIN <= strength <= job_types.REFERENCE_STRENGTH_MAX:
+        strength = job_types.REFERENCE_STRENGTH_DEFAULT
     return {
         "job_type": jt.name, **controls_for(jt),
-        "prompt": params.get("prompt", "")[:PROMPT_MAX],
-        "negative_prompt": params.get("negative_prompt", "")[:NEGATIVE_MAX],
+        "prompt": params.get("prompt", "")[:job_types.PROMPT_MAX_LENGTH],
+        "negative_prompt": params.get("negative_prompt", "")[:job_types.NEGATIVE_PROMPT_MAX_LENGTH],
         "seed_mode": "random" if seed is None else "fixed", "seed": "" if seed is None else seed,
         "num_images": num_images, "aspect_ratio": aspect_ratio,
         "reference": reference, "reference_type": reference_type, "reference_strength": round(strength, 1),
@@ -128,12 +120,12 @@ def page_urls():
 def workspace(request):
     """The main page after login."""
     form = prefill(request.GET, request.user)
-    data = {"job_types": views.job_type_rows(), "type_keys": type_keys(), "jobs": recent_jobs(request),
-            "urls": page_urls()}
+    limits = {**job_types.limits(), "reference_max_bytes": settings.REFERENCE_MAX_BYTES}
+    data = {"job_types": capabilities.job_type_rows(), "type_keys": type_keys(), "jobs": recent_jobs(request),
+            "urls": page_urls(), "limits": limits}
     return render(request, "workspace.html", {
-        "section": "workspace", "form": form, "data": data, "references": reference_choices(request, form["reference"]),
-        "aspect_ratios": [(r, ASPECT_LABELS.get(r, r)) for r in ASPECT_RATIOS],
-        "reference_types": ReferenceType.choices, "strength_min": STRENGTH_MIN, "strength_max": STRENGTH_MAX,
-        "num_images_choices": job_types.NUM_IMAGES_CHOICES, "prompt_max": PROMPT_MAX,
-        "negative_max": NEGATIVE_MAX,
+        "section": "workspace", "form": form, "data": data, "limits": limits,
+        "references": reference_choices(request, form["reference"]),
+        "aspect_ratios": [(r, ASPECT_LABELS.get(r, r)) for r in job_types.ASPECT_RATIOS],
+        "reference_types": ReferenceType.choices,
     })

@@ -1,3 +1,5 @@
+"""The API's routes, mounted under /api/ by ourvidz.urls."""
+
 from django.urls import include, path
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
@@ -10,7 +12,7 @@ router.register("images", views.ImageViewSet, basename="image")
 router.register("videos", views.VideoViewSet, basename="video")
 router.register("references", views.ReferenceImageViewSet, basename="reference")
 
-api = [
+urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("job-types/", views.JobTypesView.as_view(), name="job-types"),
     path("queues/", views.QueuesView.as_view(), name="queues"),

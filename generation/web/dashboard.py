@@ -8,24 +8,23 @@ number of jobs. The view only checks access and renders them.
 import logging
 import math
 from datetime import timedelta
-from functools import wraps
 from pathlib import PurePath
 
 import redis
 from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.decorators import user_passes_test
 from django.core.exceptions import PermissionDenied
-from django.db.models import Aggregate, Avg, Count, F, FloatField, Func, Q
+from django.db.models import Aggregate, Count, F, FloatField
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from . import job_types, queues
-from .models import Job, JobStatus
+from .. import job_types, queues
+from ..models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
-STATS_WINDOW = timedelta(hours=1)  # queue figures: the window queues.queue_stats uses
+STATS_WINDOW = queues.WINDOW
 TIMING_WINDOW = timedelta(hours=24)  # the generation-time chart
 FAILURES_SHOWN = 20
 REFRESH_SECONDS = 30
@@ -44,27 +43,9 @@ class Percentile(Aggregate):
         super().__init__(expression, fraction=float(fraction), output_field=FloatField(), **extra)
 
 
-def _seconds_between(start, end):
-    """Seconds from column `start` to column `end`, computed in the database."""
-    return Func(F(end) - F(start), template="EXTRACT(EPOCH FROM %(expressions)s)", output_field=FloatField())
-
-
 def totals(window=STATS_WINDOW):
-    """Figures over all queues in one query: jobs per hour, error rate, average wait (seconds)."""
-    since = timezone.now() - window
-    row = Job.objects.filter(Q(completed_at__gte=since) | Q(started_at__gte=since)).aggregate(
-        completed=Count("pk", filter=Q(status=JobStatus.COMPLETED, completed_at__gte=since)),
-        failed=Count("pk", filter=Q(status=JobStatus.FAILED, completed_at__gte=since)),
-        wait=Avg(_seconds_between("created_at", "started_at"), filter=Q(started_at__gte=since)),
-    )
-    finished = row["completed"] + row["failed"]
-    return {
-        "completed": row["completed"],
-        "failed": row["failed"],
-        "jobs_per_hour": round(row["completed"] * timedelta(hours=1) / window, 2),
-        "error_rate": round(row["failed"] / finished, 4) if finished else 0.0,
-        "average_wait_seconds": round(row["wait"], 3) if row["wait"] is not None else None,
-    }
+    """Figures over all queues: jobs per hour, error rate, average wait (seconds)."""
+    return queues.figures(Job.objects.all(), window)
 
 
 def timings_by_type(window=TIMING_WINDOW):
@@ -75,7 +56,7 @@ def timings_by_type(window=TIMING_WINDOW):
     the batch). One grouped query; rows in the job-type table's order.
     """
     since = timezone.now() - window
-    duration = _seconds_between("started_at", "completed_at")
+    duration = queues.seconds_between("started_at", "completed_at")
     rows = (
         Job.objects.filter(status=JobStatus.COMPLETED, completed_at__gte=since, started_at__isnull=False)
         .values("job_type")
@@ -284,19 +265,14 @@ def overview():
 
 # --- view ------------------------------------------------------------------------------------
 
-def staff_required(view):
+def _is_staff(user):
     """Anonymous users go to the login page; signed-in users who are not staff get a 403."""
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not (request.user.is_active and request.user.is_staff):
-            raise PermissionDenied("The dashboard is for staff.")
-        return view(request, *args, **kwargs)
-    return wrapped
+    if user.is_authenticated and not (user.is_active and user.is_staff):
+        raise PermissionDenied("The dashboard is for staff.")
+    return user.is_authenticated
 
 
-@staff_required
+@user_passes_test(_is_staff)
 def dashboard(request):
     """Queue and worker figures for staff."""
     return render(request, "dashboard.html", {

@@ -1,13 +1,9 @@
 import copy
-from datetime import timedelta
 
-from django.conf import settings
-from django.utils import timezone
 from rest_framework import serializers
 
-from . import capabilities, job_types, storage
-from .models import Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
-from .submission import MAX_SEED
+from .. import capabilities, job_types, storage
+from ..models import Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
 
 
 class CachedFieldsMixin:
@@ -21,8 +17,6 @@ class CachedFieldsMixin:
         if cls not in self._built_fields:
             self._built_fields[cls] = super().get_fields()
         return copy.deepcopy(self._built_fields[cls])
-ASPECT_RATIOS = ("1:1", "16:9", "9:16")
-STRENGTH_MIN, STRENGTH_MAX, STRENGTH_DEFAULT = 0.1, 1.0, 0.7  # a reference's strength
 
 
 class UserReferenceField(serializers.PrimaryKeyRelatedField):
@@ -33,87 +27,79 @@ class UserReferenceField(serializers.PrimaryKeyRelatedField):
 
 
 class JobRequestSerializer(serializers.Serializer):
-    """What a client may ask for when submitting a job."""
+    """What a client may ask for when submitting a job. Errors carry codes (`invalid_choice`,
+    `single_output`, `unsupported` ...) that the Workspace turns into its own words."""
 
     job_type = serializers.ChoiceField(choices=list(job_types.JOB_TYPES))
-    prompt = serializers.CharField(max_length=2000, trim_whitespace=True)
-    negative_prompt = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    prompt = serializers.CharField(max_length=job_types.PROMPT_MAX_LENGTH, trim_whitespace=True)
+    negative_prompt = serializers.CharField(max_length=job_types.NEGATIVE_PROMPT_MAX_LENGTH, required=False,
+                                            allow_blank=True, default="")
     num_images = serializers.IntegerField(required=False, default=1)
     seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
-                                    max_value=MAX_SEED)
-    aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, required=False, allow_blank=True, default="")
+                                    max_value=job_types.MAX_SEED)
+    aspect_ratio = serializers.ChoiceField(choices=job_types.ASPECT_RATIOS, required=False, allow_blank=True,
+                                           default="")
     reference_image = UserReferenceField(required=False, allow_null=True, default=None)
     reference_type = serializers.ChoiceField(choices=ReferenceType.choices, required=False, allow_blank=True,
                                              default="")
-    reference_strength = serializers.FloatField(required=False, default=STRENGTH_DEFAULT,
-                                                min_value=STRENGTH_MIN, max_value=STRENGTH_MAX)
+    reference_strength = serializers.FloatField(required=False, default=job_types.REFERENCE_STRENGTH_DEFAULT,
+                                                min_value=job_types.REFERENCE_STRENGTH_MIN,
+                                                max_value=job_types.REFERENCE_STRENGTH_MAX)
 
     def validate(self, data):
         errors = {}
         jt = job_types.JOB_TYPES[data["job_type"]]
         if data["num_images"] not in job_types.NUM_IMAGES_CHOICES:
-            errors["num_images"] = ["Must be 1, 3 or 6."]
+            choices = ", ".join(map(str, job_types.NUM_IMAGES_CHOICES[:-1])) + f" or {job_types.NUM_IMAGES_CHOICES[-1]}"
+            errors["num_images"] = [error(f"Must be {choices}.", "invalid_choice")]
         elif data["num_images"] != 1 and not jt.batched:
-            errors["num_images"] = [f"{jt.name} makes one {jt.kind} per job; only SDXL types make 3 or 6."]
+            errors["num_images"] = [error(f"{jt.name} makes one {jt.kind} per job; only SDXL types make 3 or 6.",
+                                          "single_output")]
         if data["reference_image"] and not data["reference_type"]:
-            errors["reference_type"] = ["Required with reference_image: style, composition or character."]
+            errors["reference_type"] = [error("Required with reference_image: style, composition or character.",
+                                              "required")]
         elif data["reference_type"] and not data["reference_image"]:
-            errors["reference_image"] = ["Required with reference_type."]
+            errors["reference_image"] = [error("Required with reference_type.", "required")]
         elif data["reference_image"]:
             supported = capabilities.reference_types(jt)
             if data["reference_type"] not in supported:
-                errors["reference_type"] = [capabilities.why_not(jt, data["reference_type"])]
+                errors["reference_type"] = [error(capabilities.why_not(jt, data["reference_type"]), "unsupported")]
         if errors:
             raise serializers.ValidationError(errors)
         return data
 
 
-def absolute(url, request):
-    return request.build_absolute_uri(url) if request is not None and url.startswith("/") else url
-
-
-def signed_url(bucket, name, request=None):
-    return absolute(storage.get_storage().url(bucket, name, settings.SIGNED_URL_TTL), request)
+def error(message, code):
+    return serializers.ErrorDetail(message, code=code)
 
 
 class AssetSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     job_type = serializers.CharField(source="job.job_type", read_only=True)
+    status = serializers.CharField(source="job.status", read_only=True)  # "completed": assets come with it
     url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
     def get_url(self, asset):
-        return signed_url(asset.bucket, asset.path, self.context.get("request"))
+        return storage.signed_url(asset.bucket, asset.path, self.context.get("request"))
 
     def get_thumbnail_url(self, asset):
         if not asset.thumbnail_path:
             return None
-        return signed_url(asset.bucket, asset.thumbnail_path, self.context.get("request"))
+        return storage.signed_url(asset.bucket, asset.thumbnail_path, self.context.get("request"))
 
 
 class ImageSerializer(AssetSerializer):
     class Meta:
         model = Image
-        fields = ["id", "job", "job_type", "image_index", "prompt", "title", "seed", "status", "quality",
+        fields = ["id", "job", "job_type", "image_index", "prompt", "seed", "status", "quality",
                   "format", "width", "height", "size_bytes", "url", "thumbnail_url", "metadata", "created_at"]
 
 
 class VideoSerializer(AssetSerializer):
     class Meta:
         model = Video
-        fields = ["id", "job", "job_type", "prompt", "title", "status", "quality", "format", "width", "height",
-                  "duration", "fps", "frame_count", "size_bytes", "url", "signed_url_expires_at",
-                  "thumbnail_url", "metadata", "created_at"]
-
-    def get_url(self, video):
-        """Reuse the stored signed URL while it has a while to live; sign a new one otherwise."""
-        now = timezone.now()
-        if not video.signed_url or not video.signed_url_expires_at or \
-                video.signed_url_expires_at < now + timedelta(seconds=settings.SIGNED_URL_TTL / 2):
-            video.signed_url = storage.get_storage().url(video.bucket, video.path, settings.SIGNED_URL_TTL)
-            video.signed_url_expires_at = now + timedelta(seconds=settings.SIGNED_URL_TTL)
-            Video.objects.filter(pk=video.pk).update(signed_url=video.signed_url,
-                                                     signed_url_expires_at=video.signed_url_expires_at)
-        return absolute(video.signed_url, self.context.get("request"))
+        fields = ["id", "job", "job_type", "prompt", "status", "quality", "format", "width", "height", "duration",
+                  "fps", "frame_count", "size_bytes", "url", "thumbnail_url", "metadata", "created_at"]
 
 
 class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
@@ -162,4 +148,4 @@ class ReferenceImageSerializer(serializers.ModelSerializer):
         read_only_fields = ["original_name", "content_type", "width", "height", "size_bytes", "created_at"]
 
     def get_url(self, ref):
-        return signed_url(ReferenceImage.BUCKET, ref.path, self.context.get("request"))
+        return storage.signed_url(ReferenceImage.BUCKET, ref.path, self.context.get("request"))

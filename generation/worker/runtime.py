@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from . import events, images, storage
-from .models import Job, JobStatus
-from .signals import job_completed, job_failed
+from .. import events, storage
+from ..metadata import JobMetadata
+from ..models import Job, JobStatus
+from ..signals import StoredOutput, job_completed, job_failed
+from . import images
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +42,7 @@ class Output:
     width: int
     height: int
     index: int = 0
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class StoredOutput:
-    kind: str  # "image" or "video"
-    index: int
-    bucket: str
-    path: str
-    thumbnail_path: str
-    width: int
-    height: int
-    size_bytes: int
-    metadata: dict
+    metadata: dict = field(default_factory=dict)  # generation.metadata.AssetMetadata
 
 
 class JobRun:
@@ -61,7 +50,7 @@ class JobRun:
 
     def __init__(self, job):
         self.job = job
-        self.metadata = {}  # merged into Job.metadata
+        self.metadata: JobMetadata = {}  # merged into Job.metadata
         self.fields = {}  # other Job columns to save at the end, e.g. enhanced_prompt
         self.timings = {}  # seconds per phase
         self.last_step_at = 0.0
@@ -79,7 +68,7 @@ class JobRun:
             Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
                 current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0
             )
-            events.publish(self.job)
+            events.publish_on_commit(self.job)
 
     @contextmanager
     def timed(self, phase):
@@ -114,7 +103,7 @@ def run(job_id, pool, generate):
         log.info("job %s is not runnable (cancelled or finished); skipped", job_id)
         return
     job = Job.objects.get(pk=job_id)
-    events.publish(job)
+    events.publish_on_commit(job)
     job_run = JobRun(job)
     stored = []
     try:

@@ -13,7 +13,6 @@ from datetime import datetime, time, timedelta
 from urllib.parse import urlencode
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -24,9 +23,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from . import job_types, references, storage
-from .models import Image, Job, Video
-from .serializers import VideoSerializer, absolute, signed_url
+from .. import job_types, references
+from ..models import Image, Job, Video
+from ..storage import signed_url
 
 PAGE_SIZE = 48
 # The phases runtime.JobRun times, in the order they happen ("generate" spans the ones before it).
@@ -264,10 +263,7 @@ def parameters(asset, kind):
 def detail(request, kind, pk):
     """One image or video with every generation parameter."""
     asset = _get_asset(request, kind, pk)
-    if kind == "video":
-        url = VideoSerializer(context={"request": request}).get_url(asset)  # the cached URL, as the API's
-    else:
-        url = signed_url(asset.bucket, asset.path, request)
+    url = signed_url(asset.bucket, asset.path, request)
     siblings = []
     if kind == "image" and asset.job.num_images > 1:
         siblings = [{"id": image.pk, "current": image.pk == asset.pk,
@@ -280,8 +276,7 @@ def detail(request, kind, pk):
         "section": "library", "kind": kind, "asset": asset, "job": asset.job, "url": url,
         "params": parameters(asset, kind), "reuse_url": reuse_url(asset),
         "download_name": download_name(asset, kind), "siblings": siblings,
-        "download_url": absolute(storage.get_storage().url(asset.bucket, asset.path, settings.SIGNED_URL_TTL,
-                                                           download=download_name(asset, kind)), request),
+        "download_url": signed_url(asset.bucket, asset.path, request, download=download_name(asset, kind)),
         "poster_url": signed_url(asset.bucket, asset.thumbnail_path, request) if asset.thumbnail_path else None,
         "back_url": _back_url(request),
     })

@@ -1,9 +1,11 @@
-"""What both worker pools do around their diffusers pipelines: device, step callback, checks, reports.
+"""What both worker pools do around their diffusers pipelines: the device, loading once per process,
+GPU set-up and warm-up, the step callback, the reference picture, checks and load reports.
 
-Worker processes only; torch is imported inside the functions so the web tier can import
-`generation` without it.
+Worker processes only. torch and diffusers are imported inside the functions, so that a worker's
+main process can run its start-time checks before it forks without loading them.
 """
 
+import io
 import logging
 import os
 import signal
@@ -13,7 +15,9 @@ from celery import signals
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from . import workers
+from .. import job_types, storage
+from ..models import ReferenceImage
+from . import heartbeats
 from .runtime import JobError
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,24 @@ SAMPLER_NAMES = {
     "UniPCMultistepScheduler": "UniPC",
     "FlowMatchEulerDiscreteScheduler": "Euler",
 }
+
+# What this process loaded: name -> (key, object). A worker loads each model once and keeps it.
+_loaded = {}
+
+
+def load_once(name, key, load):
+    """`load()`'s result, loaded once per process and kept while `key` (the settings and objects it
+    was loaded from) stays the same; another key drops the old one first, then loads anew."""
+    entry = _loaded.get(name)
+    if entry is None or entry[0] != key:
+        _loaded.pop(name, None)  # never two copies of a model in memory
+        _loaded[name] = (key, load())
+    return _loaded[name][1]
+
+
+def forget_loaded():
+    """Drop everything this process loaded (tests; a worker keeps its models for its whole life)."""
+    _loaded.clear()
 
 
 def torch_device():
@@ -54,16 +76,61 @@ def sampler_name(pipe):
     return SAMPLER_NAMES.get(name, name)
 
 
-def step_callback(run, calls_done=0, calls_total=1):
-    """A diffusers `callback_on_step_end` reporting each step to the job (it raises JobCancelled).
+def compile_on_gpu(pipe, device, module, setting, mode, channels_last=False):
+    """GPU speed-ups that keep the output: TF32 matrix products, channels-last memory (a UNet and its
+    VAE) and `pipe.<module>` compiled when `setting` ("auto", "1", "true") allows. True if compiled."""
+    import torch
 
-    A job rendered in several pipeline calls reports call `calls_done` of `calls_total`.
-    """
-    def on_step_end(pipe, step_index, timestep, callback_kwargs):
-        steps = pipe.num_timesteps
-        run.step(calls_done * steps + step_index + 1, calls_total * steps)
-        return callback_kwargs
-    return on_step_end
+    if device.type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    if channels_last:
+        for part in (getattr(pipe, module), pipe.vae):
+            part.to(memory_format=torch.channels_last)
+    if setting not in ("auto", "1", "true"):
+        return False
+    setattr(pipe, module, torch.compile(getattr(pipe, module), mode=mode, fullgraph=True))
+    return True
+
+
+def warm_up(pipe, job_type, all_sizes=False, variants=None):
+    """Short renders, so that the first user job pays no one-off costs: kernels at `job_type`'s default
+    size or, for a compiled model, a graph for every aspect ratio. `variants(params)` lists the further
+    pipeline arguments of each render at one size (batch sizes, frames, a first frame)."""
+    jt = job_types.get(job_type)
+    for ratio in job_types.aspect_ratios(jt) if all_sizes else [None]:
+        params = job_types.render_params(jt, ratio)
+        for extra in variants(params) if variants else [{}]:
+            pipe(prompt="warm-up", num_inference_steps=2, width=params["width"], height=params["height"],
+                 output_type="latent", **extra)
+
+
+def step_callback(run, calls_done=0, calls_total=1):
+    """A diffusers callback reporting each step to the job (it raises JobCancelled). A job rendered
+    in several pipeline calls reports call `calls_done` of `calls_total`."""
+    from diffusers.callbacks import PipelineCallback
+
+    class StepReport(PipelineCallback):
+        tensor_inputs = []
+
+        def callback_fn(self, pipe, step_index, timestep, callback_kwargs):
+            steps = pipe.num_timesteps
+            run.step(calls_done * steps + step_index + 1, calls_total * steps)
+            return callback_kwargs
+
+    return StepReport()
+
+
+def reference_picture(job):
+    """The job's reference image, read from storage (never from a URL), resized and center-cropped
+    to the job's size (never stretched). JobError if it was deleted before the job ran."""
+    from PIL import Image, ImageOps
+
+    if job.reference_image is None:
+        raise JobError("The reference image was deleted before the job ran.")
+    data = storage.get_storage().get(ReferenceImage.BUCKET, job.reference_image.path)
+    picture = Image.open(io.BytesIO(data)).convert("RGB")
+    return ImageOps.fit(picture, (job.width, job.height), Image.Resampling.LANCZOS)
 
 
 def free_memory():
@@ -99,7 +166,7 @@ def report_loaded(pool, path, device, dtype, seconds, **extra):
     }
     log.info("%s pipeline loaded from %s on %s (%s) in %.1f s", pool, path, device, info["dtype"], seconds)
     try:
-        workers.publish_loaded(info)
+        heartbeats.publish_loaded(info)
     except Exception:  # the report is informative; a Redis hiccup must not stop the worker
         log.warning("could not publish the loaded %s model", pool, exc_info=True)
     return info
@@ -131,8 +198,8 @@ def load_at_start(pool, *loaders):
 
 
 def check_at_start(pool, check):
-    """Run `check` in the worker's main process before it starts; a ModelConfigError-style
-    ImproperlyConfigured stops the worker with its message (exit status 1)."""
+    """Run `check` in the worker's main process before it starts; an ImproperlyConfigured (a
+    ModelConfigError) stops the worker with its message (exit status 1)."""
     def run_check(**kwargs):
         try:
             check()
@@ -141,24 +208,3 @@ def check_at_start(pool, check):
 
     signals.worker_init.connect(run_check, weak=False)
     return run_check
-
-
-def check_folder(path, variable, classes):
-    """Raise ImproperlyConfigured unless `path` is a diffusers pipeline folder of one of `classes` with
-    every component it lists. Reads JSON only, so a worker's main process can call it before forking."""
-    import json
-
-    folder = Path(path) if path else None
-    if folder is None or not folder.is_dir():
-        raise ImproperlyConfigured(f"{variable}={path}: no such folder.")
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ImproperlyConfigured(f"{variable}={folder}: not a diffusers pipeline folder ({exc}).") from exc
-    if index.get("_class_name") not in classes:
-        raise ImproperlyConfigured(f"{variable}={folder}: model_index.json describes {index.get('_class_name')!r}, "
-                                   f"not {' or '.join(sorted(classes))}.")
-    missing = [name for name, value in index.items()
-               if not name.startswith("_") and isinstance(value, list) and value[0] and not (folder / name).is_dir()]
-    if missing:
-        raise ImproperlyConfigured(f"{variable}={folder}: missing {', '.join(missing)}/.")

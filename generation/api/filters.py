@@ -1,0 +1,37 @@
+"""List filters of the API (django-filter): documented in the OpenAPI schema, a bad value is a 400."""
+
+import django_filters
+
+from .. import job_types
+from ..models import Image, Job, JobStatus, Video
+
+JOB_TYPE_CHOICES = [(name, name) for name in job_types.JOB_TYPES]
+QUEUE_CHOICES = [(pool.queue, pool.queue) for pool in job_types.POOLS.values()]
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=JobStatus.choices)
+    job_type = django_filters.ChoiceFilter(choices=JOB_TYPE_CHOICES)
+    queue = django_filters.ChoiceFilter(choices=QUEUE_CHOICES)
+
+    class Meta:
+        model = Job
+        fields = ["status", "job_type", "queue"]
+
+
+class AssetFilter(django_filters.FilterSet):
+    job_type = django_filters.ChoiceFilter(field_name="job__job_type", choices=JOB_TYPE_CHOICES)
+    # An image or video exists once its job completed; the job's status is the asset's.
+    status = django_filters.ChoiceFilter(field_name="job__status", choices=JobStatus.choices)
+
+
+class ImageFilter(AssetFilter):
+    class Meta:
+        model = Image
+        fields = ["job_type", "status"]
+
+
+class VideoFilter(AssetFilter):
+    class Meta:
+        model = Video
+        fields = ["job_type", "status"]

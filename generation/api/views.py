@@ -1,0 +1,137 @@
+"""The JSON API (DRF). Thin: the serializers validate, plain functions of the domain act."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import capabilities, job_types, negative_prompts, queues, references, submission
+from ..models import Image, Job, ReferenceImage, Video
+from . import filters
+from .serializers import ImageSerializer, JobRequestSerializer, JobSerializer, ReferenceImageSerializer, VideoSerializer
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    filterset_class = filters.JobFilter
+
+    def get_serializer_class(self):
+        # The request fields for POST: the browsable API renders its submission form from them.
+        if self.request.method == "POST" and self.action in ("create", "list"):
+            return JobRequestSerializer
+        return JobSerializer
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "user": self.request.user}
+
+    def get_queryset(self):
+        return Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
+
+    @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer, 200: JobSerializer},
+                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)])
+    def create(self, request):
+        """Queue a generation job. The same Idempotency-Key returns the first job instead of a second."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            job, created = submission.submit(request.user, serializer.validated_data,
+                                              request.headers.get("Idempotency-Key"))
+        except submission.QueueUnavailable:
+            return Response({"detail": "The job queue is unavailable; try again shortly."},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued job (it never runs) or a running one (it stops at its next step)."""
+        job = self.get_object()
+        if not submission.cancel(job):
+            return Response({"detail": f"The job is already {job.status}."}, status=status.HTTP_409_CONFLICT)
+        job.refresh_from_db()
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data)
+
+
+class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                   viewsets.GenericViewSet):
+    """Images or videos of the requesting user, filterable by job_type and status. Deleting one
+    deletes its files too (generation.receivers.delete_files)."""
+
+    model = None
+
+    def get_queryset(self):
+        return self.model.objects.filter(user=self.request.user).select_related("job")
+
+
+class ImageViewSet(AssetViewSet):
+    model = Image
+    serializer_class = ImageSerializer
+    filterset_class = filters.ImageFilter
+
+    @extend_schema(request=None, responses={201: ReferenceImageSerializer})
+    @action(detail=True, methods=["post"])
+    def reference(self, request, pk=None):
+        """Keep a copy of this image as a reference image for later jobs (the same image gives the same one)."""
+        try:
+            ref = references.reference_from_image(self.get_object())
+        except references.InvalidReference as exc:
+            raise ValidationError({"image": [str(exc)]}, code=exc.code) from exc
+        return Response(ReferenceImageSerializer(ref, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class VideoViewSet(AssetViewSet):
+    model = Video
+    serializer_class = VideoSerializer
+    filterset_class = filters.VideoFilter
+
+
+class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                            mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    serializer_class = ReferenceImageSerializer
+
+    def get_queryset(self):
+        return ReferenceImage.objects.filter(user=self.request.user)
+
+    def create(self, request):
+        """Upload a reference image (PNG, JPEG or WebP, size-limited) as multipart field `file`."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            ref = references.save_reference(request.user, serializer.validated_data["file"])
+        except references.InvalidReference as exc:
+            raise ValidationError({"file": [str(exc)]}, code=exc.code) from exc
+        return Response(self.get_serializer(ref).data, status=status.HTTP_201_CREATED)
+
+
+class JobTypesView(APIView):
+    def get(self, request):
+        """The ten job types with their parameters and the reference types accepted now."""
+        return Response(capabilities.job_type_rows())
+
+
+class NegativePromptView(APIView):
+    def get(self, request):
+        """The negative prompt a job would get (`job_type`, `prompt`, `negative_prompt`), built exactly as
+        submission builds it. POST takes the same fields as a JSON body, for long prompts."""
+        return Response(negative_prompt_preview(request.query_params))
+
+    def post(self, request):
+        return Response(negative_prompt_preview(request.data))
+
+
+def negative_prompt_preview(params):
+    jt = job_types.JOB_TYPES.get(params.get("job_type", "sdxl_image_fast"))
+    if jt is None:
+        raise ValidationError({"job_type": ["Unknown job type."]}, code="invalid_choice")
+    built = negative_prompts.for_job(jt, params.get("prompt", ""), params.get("negative_prompt", ""))
+    return {"negative_prompt": built.text, "multi_party": built.multi_party, "dropped": built.dropped}
+
+
+class QueuesView(APIView):
+    def get(self, request):
+        """Per queue: length, workers online, average wait, jobs per hour and error rate (last hour)."""
+        return Response(queues.queue_stats())

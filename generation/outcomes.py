@@ -1,0 +1,55 @@
+"""How a job ends: rows for its files and its final status, written in one transaction.
+
+Workers report through the job_completed / job_failed signals (generation.receivers passes them
+here); housekeeping calls these functions directly. Each returns whether the job moved, so a
+re-delivered report, or one about a job cancelled meanwhile, changes nothing.
+"""
+
+from django.db import transaction
+
+from . import events
+from .models import Image, Job, JobStatus, Video
+
+
+def record_completion(job_id, outputs, metadata, fields):
+    """Write one Image per picture or the Video (`outputs`: generation.signals.StoredOutput), then
+    mark the job completed. False when the job was no longer processing (cancelled while finishing:
+    the worker discards the files)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.status != JobStatus.PROCESSING:
+            return False
+        for output in outputs:
+            common = {
+                "user_id": job.user_id, "prompt": job.prompt, "bucket": output.bucket,
+                "thumbnail_path": output.thumbnail_path, "quality": job.quality, "format": job.format,
+                "width": output.width, "height": output.height, "size_bytes": output.size_bytes,
+                "metadata": output.metadata,
+            }
+            # Keyed by (job, index): a re-run task overwrites its rows instead of adding more.
+            if output.kind == "video":
+                Video.objects.update_or_create(job=job, defaults={
+                    **common, "video_path": output.path, "duration": output.metadata.get("duration", 0),
+                    "fps": output.metadata.get("fps", 0), "frame_count": output.metadata.get("frame_count", 0),
+                })
+            else:
+                Image.objects.update_or_create(job=job, image_index=output.index, defaults={
+                    **common, "image_path": output.path, "seed": output.metadata.get("seed"),
+                })
+        moved = Job.move(job.pk, JobStatus.COMPLETED, progress=1.0, metadata={**job.metadata, **metadata},
+                         **fields)
+        if moved:
+            events.publish_on_commit(job)
+    return moved
+
+
+def record_failure(job_id, error, metadata, fields):
+    """Mark the job failed with `error`, the message its user reads. False when it had already
+    ended (completed, cancelled or failed)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        moved = Job.move(job.pk, JobStatus.FAILED, error_message=error, metadata={**job.metadata, **metadata},
+                         **fields)
+        if moved:
+            events.publish_on_commit(job)
+    return moved
