@@ -1,0 +1,106 @@
+"""The API's list filters (django-filter) and its error codes: documented, and bad input is a 400."""
+
+import io
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from PIL import Image as PILImage
+from rest_framework.test import APIClient
+
+from generation import submission
+from generation.models import Image, JobStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice_api():
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user("alice", password="pw-alice-123"))
+    return client
+
+
+def alice():
+    return get_user_model().objects.get(username="alice")
+
+
+def make_job(user, job_type, status=JobStatus.QUEUED):
+    job = submission.build_job(user, job_type, "a cat")
+    job.status = status
+    job.save()
+    return job
+
+
+def ids(response):
+    assert response.status_code == 200, response.content
+    return {row["id"] for row in response.json()["results"]}
+
+
+def test_jobs_filter_by_status_job_type_and_queue(alice_api):
+    queued = make_job(alice(), "image_fast")
+    done = make_job(alice(), "sdxl_image_fast", JobStatus.COMPLETED)
+    assert ids(alice_api.get("/api/jobs/?status=completed")) == {str(done.pk)}
+    assert ids(alice_api.get("/api/jobs/?job_type=image_fast")) == {str(queued.pk)}
+    assert ids(alice_api.get("/api/jobs/?queue=sdxl_queue")) == {str(done.pk)}
+    assert ids(alice_api.get("/api/jobs/?status=queued&queue=sdxl_queue")) == set()
+    assert ids(alice_api.get("/api/jobs/")) == {str(queued.pk), str(done.pk)}
+
+
+@pytest.mark.parametrize("query", ["status=nonsense", "status=queued%00", "job_type=image_fastest",
+                                   "queue=gpu_queue"])
+def test_a_bad_job_filter_is_a_400_naming_it(alice_api, query):
+    make_job(alice(), "image_fast")
+    response = alice_api.get(f"/api/jobs/?{query}")
+    assert response.status_code == 400
+    assert query.split("=")[0] in response.json()
+
+
+def test_images_filter_by_job_type_and_their_jobs_status(alice_api):
+    job = make_job(alice(), "sdxl_image_fast", JobStatus.COMPLETED)
+    image = Image.objects.create(user=alice(), job=job, prompt="a cat", bucket="sdxl-image-fast", image_path="a.png",
+                                 quality="fast", format="png", width=8, height=8)
+    assert ids(alice_api.get("/api/images/?job_type=sdxl_image_fast&status=completed")) == {image.pk}
+    assert ids(alice_api.get("/api/images/?job_type=sdxl_image_high")) == set()
+    assert alice_api.get(f"/api/images/{image.pk}/").json()["status"] == "completed"
+    assert alice_api.get("/api/images/?status=done").status_code == 400
+    assert alice_api.get("/api/videos/?job_type=%00").status_code == 400
+
+
+def test_the_schema_documents_the_filters(alice_api):
+    schema = json.loads(alice_api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+
+    def parameters(path):
+        return {p["name"]: p for p in schema["paths"][path]["get"]["parameters"]}
+
+    jobs = parameters("/api/jobs/")
+    assert {"status", "job_type", "queue"} <= set(jobs)
+    assert "processing" in jobs["status"]["schema"]["enum"]
+    assert {"status", "job_type"} <= set(parameters("/api/images/")) and {"job_type"} <= set(parameters("/api/videos/"))
+
+
+def test_errors_carry_codes_for_clients_that_ask(alice_api):
+    bad = {"job_type": "video_fast", "prompt": "", "num_images": 3, "seed": 2**32}
+    plain = alice_api.post("/api/jobs/", bad, format="json")
+    assert plain.status_code == 400 and plain.json()["prompt"] == ["This field may not be blank."]
+    coded = alice_api.post("/api/jobs/", bad, format="json", headers={"X-Error-Codes": "1"})
+    assert coded.status_code == 400
+    assert coded.json()["prompt"] == [{"message": "This field may not be blank.", "code": "blank"}]
+    assert coded.json()["seed"][0]["code"] == "max_value"
+    single = alice_api.post("/api/jobs/", {**bad, "prompt": "a cat", "seed": 1}, format="json",
+                            headers={"X-Error-Codes": "1"})
+    assert single.json() == {"num_images": [{
+        "message": "video_fast makes one video per job; only SDXL types make 3 or 6.", "code": "single_output"}]}
+
+
+def test_reference_upload_errors_carry_codes(alice_api, settings):
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="PNG")
+    settings.REFERENCE_MAX_BYTES = 100
+    too_large = alice_api.post("/api/references/", {"file": io.BytesIO(buffer.getvalue())}, format="multipart",
+                               headers={"X-Error-Codes": "1"})
+    assert too_large.status_code == 400 and too_large.json()["file"][0]["code"] == "too_large"
+    settings.REFERENCE_MAX_BYTES = 10**6
+    unreadable = alice_api.post("/api/references/", {"file": io.BytesIO(b"not a picture")}, format="multipart",
+                                headers={"X-Error-Codes": "1"})
+    assert unreadable.json()["file"][0]["code"] == "unreadable"
