@@ -180,7 +180,7 @@ class Image(Asset):
 
     class Meta(Asset.Meta):
         constraints = [models.UniqueConstraint(fields=["job", "image_index"], name="unique_image_per_index")]
-        # The Library pages through a user's assets newest first (generation/library.py).
+        # The Library pages through a user's assets newest first (generation/web/library.py).
         indexes = [models.Index(fields=["user", "-created_at", "-id"], name="image_user_created")]
 
     def __str__(self):

@@ -8,7 +8,7 @@
 Prints figures; asserts nothing about speed.
 
 1. CPU, tiny dev model (built into a temp folder), jobs in a scratch database `ourvidz_bench_sdxl`
-   run through the worker's own code (generation.runtime.run + sdxl_tasks.pipeline.generate):
+   run through the worker's own code (generation.worker.runtime.run + sdxl_tasks.pipeline.generate):
    a. batching gain: one 6-image job vs six 1-image jobs (seeds S..S+5), at each --sizes;
    b. warm model: in a fresh process, the first job (loads and warms up the pipeline) vs the second.
 2. GPU: full-size SDXL built from its published config with RANDOM weights (speed does not depend on

@@ -9,7 +9,7 @@
 Prints figures; asserts nothing about speed.
 
 1. CPU, tiny dev models (built into a temp folder), jobs in a scratch database `ourvidz_bench_wan`
-   run through the worker's own code (generation.runtime.run + wan_tasks.pipeline.generate):
+   run through the worker's own code (generation.worker.runtime.run + wan_tasks.pipeline.generate):
    a. time split of one `video7b_fast_enhanced` job after a warm-up job: load, enhance, denoise,
       decode, encode, store (the upload) and the rest, in seconds and % of the job's wall time
       (size and frames from the dev profile, or --cpu-size / --cpu-frames);
@@ -84,7 +84,7 @@ def run_job(user, job_type, seed, size=None, frames=None):
 
 
 class BenchRun:
-    """What wan_tasks.pipeline.call needs of a generation.runtime.JobRun (metadata, step reports),
+    """What wan_tasks.pipeline.call needs of a generation.worker.runtime.JobRun (metadata, step reports),
     without a database; notes when the last denoising step ended."""
 
     def __init__(self, sync):
@@ -160,7 +160,7 @@ def cpu_part(args):
         print(f"  {phase:<8} {seconds:8.3f} {seconds / wall:6.1%}  {what}")
     rest = wall - sum(timings.get(phase, 0.0) for phase in phases)
     print(f"  {'rest':<8} {rest:8.3f} {rest / wall:6.1%}  database, progress writes, pixel conversion, signals")
-    print(f"  {'job wall':<8} {wall:8.3f} {1:6.1%}  generation.runtime.run, end to end")
+    print(f"  {'job wall':<8} {wall:8.3f} {1:6.1%}  generation.worker.runtime.run, end to end")
     enhanced, error = job.enhanced_prompt or "", job.metadata["enhancement"]["error"]
     print(f"  the enhanced prompt: {len(enhanced.split())} words (the user's: {len(PROMPT.split())})"
           + (f"; enhancement FAILED: {error}" if error else ""))
