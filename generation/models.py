@@ -166,6 +166,9 @@ class Asset(models.Model):
         abstract = True
         ordering = ["-created_at"]
 
+    def __str__(self):
+        return self.path
+
     @property
     def job_type(self):
         return self.job.job_type
@@ -183,9 +186,6 @@ class Image(Asset):
         # The Library pages through a user's assets newest first (generation/web/library.py).
         indexes = [models.Index(fields=["user", "-created_at", "-id"], name="image_user_created")]
 
-    def __str__(self):
-        return self.image_path
-
     @property
     def path(self):
         return self.image_path
@@ -201,9 +201,6 @@ class Video(Asset):
 
     class Meta(Asset.Meta):
         indexes = [models.Index(fields=["user", "-created_at", "-id"], name="video_user_created")]
-
-    def __str__(self):
-        return self.video_path
 
     @property
     def path(self):
