@@ -3,33 +3,68 @@
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import unquote
 
-import dj_database_url
+import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env(name, default=None):
-    return os.environ.get(name, default)
+class Env(environ.Env):
+    """django-environ's Env, changed so that every variable reads as it did before django-environ, or fails naming it.
+
+    - A value that does not cast raises ImproperlyConfigured naming the variable, the value and what was expected:
+      django-environ lets int()'s and float()'s bare ValueError through, which names neither.
+    - Values are literal: django-environ reads `$NAME` as "the value of NAME", which would silently swap a secret
+      that starts with `$` (Django's generated keys can) for another variable's value.
+    - Floats and booleans are strict and list items are stripped: django-environ's float drops everything but
+      digits, ',', '.' and '-' ('1e3' reads 13.0, 'x1' reads 1.0) and its bool reads any unknown word as False.
+    - path() gives a pathlib.Path: environ.Path has no `/` and makes a relative path absolute.
+    """
+
+    EXPECTED = {int: "an integer", float: "a number", bool: "a boolean (1/0, true/false, yes/no, on/off)"}
+    BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                "off": False, "": False}
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        if var not in self.ENVIRON:
+            if default is self.NOTSET:
+                raise ImproperlyConfigured(f"Set the {var} environment variable")
+            return default
+        value = self.ENVIRON[var]
+        try:
+            return self.parse_value(value, cast)
+        except ValueError:
+            raise ImproperlyConfigured(f"{var}={value!r} is not {self.EXPECTED.get(cast, 'valid')}") from None
+
+    @classmethod
+    def parse_value(cls, value, cast):
+        if cast is float:
+            return float(value)
+        if cast is bool:
+            word = value.strip().lower()
+            if word not in cls.BOOLEANS:
+                raise ValueError(value)
+            return cls.BOOLEANS[word]
+        if cast is list:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return super().parse_value(value, cast)
+
+    def path(self, var, default=environ.Env.NOTSET):
+        return Path(self.str(var, default))
 
 
-def env_bool(name, default=False):
-    return env(name, "1" if default else "0").strip().lower() in ("1", "true", "yes", "on")
-
-
-def env_list(name, default=""):
-    return [item.strip() for item in env(name, default).split(",") if item.strip()]
-
+env = Env()
 
 # Everything the stack writes on disk: local media, development models, the embedded database.
-DATA_DIR = Path(env("OURVIDZ_DATA_DIR", BASE_DIR / "var")).resolve()
+DATA_DIR = env.path("OURVIDZ_DATA_DIR", BASE_DIR / "var").resolve()
 
 
 def _secret_key():
     """DJANGO_SECRET_KEY, else a random key kept in DATA_DIR so that all processes share it."""
-    if env("DJANGO_SECRET_KEY"):
-        return env("DJANGO_SECRET_KEY")
+    if key := env.str("DJANGO_SECRET_KEY", ""):
+        return key
     path = DATA_DIR / "secret_key"
     if not path.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -41,9 +76,9 @@ def _secret_key():
 
 
 SECRET_KEY = _secret_key()
-DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+DEBUG = env.bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -90,14 +125,16 @@ TEMPLATES = [
 ]
 
 # `python -m ourvidz.services` sets both URLs to embedded servers when they are not given.
-DATABASE_URL = env("DATABASE_URL")
-REDIS_URL = env("REDIS_URL")
+DATABASE_URL = env.str("DATABASE_URL", "")
+REDIS_URL = env.str("REDIS_URL", "")
 if not DATABASE_URL or not REDIS_URL:
     raise ImproperlyConfigured(
         "DATABASE_URL and REDIS_URL must be set. Run through `make run` / `make test`, or prefix the "
         "command with `.venv/bin/python -m ourvidz.services --` to get embedded PostgreSQL and Redis."
     )
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(env("DB_CONN_MAX_AGE", "60")))}
+DATABASES = {"default": {**env.db_url("DATABASE_URL"), "CONN_MAX_AGE": env.int("DB_CONN_MAX_AGE", 60)}}
+# A socket folder given as the URL's host (`postgres://user@%2Fvar%2Frun%2Fpostgresql/db`), as dj-database-url read it.
+DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST", ""))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -115,7 +152,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 # Served by WhiteNoise straight from the apps, so no collectstatic step is needed; set STATIC_ROOT
 # only to collect them for another web server.
-STATIC_ROOT = env("STATIC_ROOT")
+STATIC_ROOT = env.str("STATIC_ROOT", None)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
@@ -123,9 +160,9 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 # Whether visitors may create their own account at /accounts/signup/ (otherwise admins add users).
-OURVIDZ_SIGNUP = env_bool("OURVIDZ_SIGNUP", False)
+OURVIDZ_SIGNUP = env.bool("OURVIDZ_SIGNUP", False)
 # Where the dashboard links operators to Flower.
-FLOWER_URL = env("FLOWER_URL", "http://127.0.0.1:5555/")
+FLOWER_URL = env.str("FLOWER_URL", "http://127.0.0.1:5555/")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -150,75 +187,76 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
 }
 
 # --- Generation -----------------------------------------------------------------------------------
 
 # "dev" scales sizes, steps and frames of the job-type table down for the tiny development models.
-OURVIDZ_PROFILE = env("OURVIDZ_PROFILE", "dev")
+OURVIDZ_PROFILE = env.str("OURVIDZ_PROFILE", "dev")
 if OURVIDZ_PROFILE not in ("dev", "production"):
     raise ImproperlyConfigured("OURVIDZ_PROFILE must be 'dev' or 'production'.")
 
-MODELS_DIR = Path(env("OURVIDZ_MODELS_DIR", DATA_DIR / "models"))
+MODELS_DIR = env.path("OURVIDZ_MODELS_DIR", DATA_DIR / "models")
 # Unset model paths mean the tiny development models that `manage.py setup` builds here.
 # SDXL: a diffusers folder, or a single .safetensors checkpoint plus a local diffusers-format
 # folder for its configs and tokenizers (SDXL_CONFIG_PATH; the model is never looked up online).
-SDXL_MODEL_PATH = env("SDXL_MODEL_PATH", str(MODELS_DIR / "sdxl-tiny"))
-SDXL_CONFIG_PATH = env("SDXL_CONFIG_PATH", "" if SDXL_MODEL_PATH.endswith(".safetensors") else SDXL_MODEL_PATH)
-SDXL_TOKENIZER_PATH = env("SDXL_TOKENIZER_PATH", str(Path(SDXL_CONFIG_PATH or SDXL_MODEL_PATH) / "tokenizer"))
+SDXL_MODEL_PATH = env.str("SDXL_MODEL_PATH", str(MODELS_DIR / "sdxl-tiny"))
+SDXL_CONFIG_PATH = env.str("SDXL_CONFIG_PATH", "" if SDXL_MODEL_PATH.endswith(".safetensors") else SDXL_MODEL_PATH)
+SDXL_TOKENIZER_PATH = env.str("SDXL_TOKENIZER_PATH", str(Path(SDXL_CONFIG_PATH or SDXL_MODEL_PATH) / "tokenizer"))
 # IP-Adapter for `style` / `character` references: a folder with the weights file and the image
 # encoder. Without it those two reference types are refused at submission.
-SDXL_IP_ADAPTER_PATH = env("SDXL_IP_ADAPTER_PATH",
-                           "" if env("SDXL_MODEL_PATH") else str(MODELS_DIR / "sdxl-ip-adapter-tiny"))
-SDXL_IP_ADAPTER_WEIGHT = env("SDXL_IP_ADAPTER_WEIGHT", "ip-adapter_sdxl.safetensors")
-SDXL_IP_ADAPTER_IMAGE_ENCODER = env("SDXL_IP_ADAPTER_IMAGE_ENCODER", "image_encoder")
+SDXL_IP_ADAPTER_PATH = env.str("SDXL_IP_ADAPTER_PATH",
+                               "" if env.str("SDXL_MODEL_PATH", "") else str(MODELS_DIR / "sdxl-ip-adapter-tiny"))
+SDXL_IP_ADAPTER_WEIGHT = env.str("SDXL_IP_ADAPTER_WEIGHT", "ip-adapter_sdxl.safetensors")
+SDXL_IP_ADAPTER_IMAGE_ENCODER = env.str("SDXL_IP_ADAPTER_IMAGE_ENCODER", "image_encoder")
 # torch.compile of the SDXL UNet at worker start: "auto" compiles on CUDA only.
-SDXL_COMPILE = env("SDXL_COMPILE", "auto")
-SDXL_COMPILE_MODE = env("SDXL_COMPILE_MODE", "max-autotune")
-WAN_MODEL_PATH = env("WAN_MODEL_PATH", str(MODELS_DIR / "wan-tiny"))
+SDXL_COMPILE = env.str("SDXL_COMPILE", "auto")
+SDXL_COMPILE_MODE = env.str("SDXL_COMPILE_MODE", "max-autotune")
+WAN_MODEL_PATH = env.str("WAN_MODEL_PATH", str(MODELS_DIR / "wan-tiny"))
 # WAN 2.1 image-to-video, for video jobs with a reference image: a WanImageToVideoPipeline folder
 # (e.g. Wan2.1-I2V-14B-480P-Diffusers) whose text encoder and VAE are the text-to-video model's; the
 # worker loads only its transformer and image encoder. Empty: WAN types refuse reference images.
-WAN_I2V_MODEL_PATH = env("WAN_I2V_MODEL_PATH", "" if env("WAN_MODEL_PATH") else str(MODELS_DIR / "wan-i2v-tiny"))
+WAN_I2V_MODEL_PATH = env.str("WAN_I2V_MODEL_PATH",
+                             "" if env.str("WAN_MODEL_PATH", "") else str(MODELS_DIR / "wan-i2v-tiny"))
 # torch.compile of the WAN transformer at worker start: "auto" compiles on CUDA only.
-WAN_COMPILE = env("WAN_COMPILE", "auto")
-WAN_COMPILE_MODE = env("WAN_COMPILE_MODE", "default")
+WAN_COMPILE = env.str("WAN_COMPILE", "auto")
+WAN_COMPILE_MODE = env.str("WAN_COMPILE_MODE", "default")
 # Classifier-free guidance runs for this fraction of the steps; later steps run the conditional pass
 # only (about half their cost). 1.0 keeps guidance on every step.
-WAN_GUIDANCE_STOP = float(env("WAN_GUIDANCE_STOP", "1.0"))
-ENHANCER_MODEL_PATH = env("ENHANCER_MODEL_PATH", str(MODELS_DIR / "enhancer-tiny"))
-ENHANCER_MAX_NEW_TOKENS = int(env("ENHANCER_MAX_NEW_TOKENS", "200"))
+WAN_GUIDANCE_STOP = env.float("WAN_GUIDANCE_STOP", 1.0)
+ENHANCER_MODEL_PATH = env.str("ENHANCER_MODEL_PATH", str(MODELS_DIR / "enhancer-tiny"))
+ENHANCER_MAX_NEW_TOKENS = env.int("ENHANCER_MAX_NEW_TOKENS", 200)
 # The enhancer shares the WAN worker's GPU: "auto" keeps it resident when WAN, the enhancer and
 # WAN_MEMORY_RESERVE_GB of working memory fit on the card, and moves it to the CPU between uses
 # otherwise; "always" / "never" force either.
-ENHANCER_OFFLOAD = env("ENHANCER_OFFLOAD", "auto")
-WAN_MEMORY_RESERVE_GB = float(env("WAN_MEMORY_RESERVE_GB", "20"))
+ENHANCER_OFFLOAD = env.str("ENHANCER_OFFLOAD", "auto")
+WAN_MEMORY_RESERVE_GB = env.float("WAN_MEMORY_RESERVE_GB", 20.0)
 # "auto" picks CUDA when the worker sees a GPU; CUDA_VISIBLE_DEVICES pins each worker to one.
-TORCH_DEVICE = env("TORCH_DEVICE", "auto")
+TORCH_DEVICE = env.str("TORCH_DEVICE", "auto")
 
 # Worker progress writes to the database at most this often (seconds).
-PROGRESS_INTERVAL = float(env("PROGRESS_INTERVAL", "0.5"))
+PROGRESS_INTERVAL = env.float("PROGRESS_INTERVAL", 0.5)
 # A job's time limit is this multiple of its expected seconds, and never below the floor.
-JOB_TIME_LIMIT_FACTOR = float(env("JOB_TIME_LIMIT_FACTOR", "10"))
-JOB_TIME_LIMIT_FLOOR = int(env("JOB_TIME_LIMIT_FLOOR", "300"))
+JOB_TIME_LIMIT_FACTOR = env.float("JOB_TIME_LIMIT_FACTOR", 10.0)
+JOB_TIME_LIMIT_FLOOR = env.int("JOB_TIME_LIMIT_FLOOR", 300)
 
-REFERENCE_MAX_BYTES = int(env("REFERENCE_MAX_BYTES", str(10 * 1024 * 1024)))
-REFERENCE_MAX_PIXELS = int(env("REFERENCE_MAX_PIXELS", str(4096 * 4096)))
+REFERENCE_MAX_BYTES = env.int("REFERENCE_MAX_BYTES", 10 * 1024 * 1024)
+REFERENCE_MAX_PIXELS = env.int("REFERENCE_MAX_PIXELS", 4096 * 4096)
 
 # --- Storage --------------------------------------------------------------------------------------
 
-STORAGE_BACKEND = env("STORAGE_BACKEND", "local")  # "local" or "minio"
-MEDIA_ROOT = Path(env("MEDIA_ROOT", DATA_DIR / "media"))
-SIGNED_URL_TTL = int(env("SIGNED_URL_TTL", "3600"))
-MINIO_ENDPOINT = env("MINIO_ENDPOINT", "127.0.0.1:9000")
-MINIO_ACCESS_KEY = env("MINIO_ACCESS_KEY", "")
-MINIO_SECRET_KEY = env("MINIO_SECRET_KEY", "")
-MINIO_SECURE = env_bool("MINIO_SECURE", False)
-MINIO_REGION = env("MINIO_REGION", "us-east-1")
-MINIO_BUCKET_PREFIX = env("MINIO_BUCKET_PREFIX", "")
+STORAGE_BACKEND = env.str("STORAGE_BACKEND", "local")  # "local" or "minio"
+MEDIA_ROOT = env.path("MEDIA_ROOT", DATA_DIR / "media")
+SIGNED_URL_TTL = env.int("SIGNED_URL_TTL", 3600)
+MINIO_ENDPOINT = env.str("MINIO_ENDPOINT", "127.0.0.1:9000")
+MINIO_ACCESS_KEY = env.str("MINIO_ACCESS_KEY", "")
+MINIO_SECRET_KEY = env.str("MINIO_SECRET_KEY", "")
+MINIO_SECURE = env.bool("MINIO_SECURE", False)
+MINIO_REGION = env.str("MINIO_REGION", "us-east-1")
+MINIO_BUCKET_PREFIX = env.str("MINIO_BUCKET_PREFIX", "")
 # Host:port browsers use for presigned URLs, when it differs from MINIO_ENDPOINT.
-MINIO_PUBLIC_ENDPOINT = env("MINIO_PUBLIC_ENDPOINT", "")
+MINIO_PUBLIC_ENDPOINT = env.str("MINIO_PUBLIC_ENDPOINT", "")
 
 # --- Celery ---------------------------------------------------------------------------------------
 
@@ -229,12 +267,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Pool children load (and on a GPU compile and warm up) their pipeline at start; Celery's 4 s default would
 # kill a child loading real SDXL or WAN weights, over and over.
-CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(env("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "1800"))
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 1800.0)
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Must exceed the longest job's time limit, or Redis hands a running job to a second worker
 # (checked by generation.checks).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "7200"))}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 7200)}
 # Housekeeping runs on a small queue that both pools also consume.
 MAINTENANCE_QUEUE = "maintenance"
 CELERY_BEAT_SCHEDULE = {
