@@ -11,9 +11,10 @@ import json
 import os
 from pathlib import Path
 
-from generation.worker.devmodels import build_atomically, word_level_tokenizer
+from generation.worker.devmodels import build_atomically, word_level, word_level_tokenizer
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "[UNK]"
+TEMPLATES = ([BOS, EOS, UNK], f"{BOS} $A {EOS}", f"{BOS} $A {EOS} $B {EOS}")  # the tokenizer's specials, single, pair
 WINDOW = 77  # CLIP's context length, as in the real SDXL tokenizers
 VOCAB_SIZE = 1000  # the text encoders' embedding table; every token id must stay below it
 # The text encoders' widths differ, as in SDXL (768 and 1280): diffusers' from_single_file tells a
@@ -23,11 +24,20 @@ WIDTH_1, WIDTH_2 = 32, 64
 
 def build_tokenizer():
     """A CLIP-sized word-level tokenizer wrapped for transformers; ids stay below VOCAB_SIZE."""
-    tokenizer = word_level_tokenizer([BOS, EOS, UNK], f"{BOS} $A {EOS}", f"{BOS} $A {EOS} $B {EOS}",
-                                     model_max_length=WINDOW, bos_token=BOS, eos_token=EOS, unk_token=UNK,
-                                     pad_token=EOS)
+    tokenizer = word_level_tokenizer(*TEMPLATES, model_max_length=WINDOW, bos_token=BOS, eos_token=EOS,
+                                     unk_token=UNK, pad_token=EOS)
     assert len(tokenizer) <= VOCAB_SIZE, len(tokenizer)
     return tokenizer
+
+
+def write_tokenizer(path):
+    """Only what the web tier reads of the tiny model's tokenizer (generation.negative_prompts.load_tokenizer):
+    the same tokenizer.json, and a tokenizer_config.json giving the window. Written without transformers."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    word_level(*TEMPLATES, unk_token=UNK).save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": WINDOW}))
+    return path
 
 
 def build_pipeline():

@@ -64,17 +64,16 @@ def vocabulary():
     return list(dict.fromkeys(WORDS + negative_words() + PUNCTUATION))
 
 
-def word_level_tokenizer(specials, single, pair=None, *, model_max_length, **roles):
-    """A lowercasing WordLevel tokenizer over `specials` (ids 0, 1, ...) then `vocabulary()`, for transformers.
+def word_level(specials, single, pair=None, *, unk_token):
+    """A lowercasing WordLevel `tokenizers.Tokenizer` over `specials` (ids 0, 1, ...) then `vocabulary()`.
 
-    `single`/`pair` are post-processor templates; `roles` name the special tokens (unk_token=..., ...).
+    `single`/`pair` are post-processor templates. Built without transformers: the web tier reads it too.
     """
     from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + vocabulary()))}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token=roles["unk_token"]))
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=unk_token))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
@@ -84,6 +83,14 @@ def word_level_tokenizer(specials, single, pair=None, *, model_max_length, **rol
     tokenizer.post_processor = processors.TemplateProcessing(
         single=single, pair=pair, special_tokens=[(t, vocab[t]) for t in specials]
     )
+    return tokenizer
+
+
+def word_level_tokenizer(specials, single, pair=None, *, model_max_length, **roles):
+    """`word_level(...)` wrapped for transformers; `roles` name the special tokens (unk_token=..., ...)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = word_level(specials, single, pair, unk_token=roles["unk_token"])
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **roles)
 
 
