@@ -24,12 +24,14 @@ def configured_reference_types(pool):
     return set()
 
 
-def reference_types(job_type):
-    """The reference_type values that `job_type`'s pool can honour now."""
+def reference_types(job_type, online=None):
+    """The reference_type values that `job_type`'s pool can honour now (`online`: presence.online(),
+    when the caller has read it already)."""
     if job_type.pool == "wan" and job_type.kind != "video":
         return set()  # WAN starts only videos from a reference (image-to-video)
     queue = job_types.POOLS[job_type.pool].queue
-    advertised = [set(w["loaded"]["reference_types"]) for w in presence.online()
+    online = presence.online() if online is None else online
+    advertised = [set(w["loaded"]["reference_types"]) for w in online
                   if queue in w.get("queues", []) and "reference_types" in w.get("loaded", {})]
     if advertised:
         return set.intersection(*advertised)
@@ -53,12 +55,13 @@ def why_not(job_type, reference_type):
 def job_type_rows():
     """The ten job types with their parameters in this server's profile, and the reference types their
     pool accepts now (GET /api/job-types/ serves it; the Workspace's script reads it)."""
+    online = presence.online()
     return [
         {
             **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
             "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
             "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
-            "reference_types": sorted(reference_types(jt)),
+            "reference_types": sorted(reference_types(jt, online)),
         }
         for jt in job_types.JOB_TYPES.values()
     ]
