@@ -1,20 +1,28 @@
-"""Shared fixtures: tiny development models, worker environment and real Celery worker processes.
+"""Shared fixtures: named users and their clients, the web tier's settings, and, for the tests that need
+them, the tiny development models and real Celery worker processes.
 
 Run through `make test`, which provides PostgreSQL and Redis (embedded unless DATABASE_URL /
 REDIS_URL are set). Worker processes are started from the Procfile exactly as `make run` starts
 them, against the test database.
+
+Every test gets what the web tier reads: a private media folder and the SDXL tokenizer (negative prompts
+are cut to its window). The tiny models are built (once, cached under var/test-models/<digest>, or under
+OURVIDZ_TEST_MODELS_DIR) only for tests that ask for `tiny_models`, directly or through the worker
+fixtures; those tests are marked `workers`, so `make test ARGS="-m 'not workers'"` runs the quick rest.
 """
 
 import hashlib
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from django.apps import apps as django_apps
-from django.test import override_settings
-from helpers import Stack, pools_online, worker_env
+from django.test import Client, override_settings
+from helpers import ALICE_PASSWORD, BOB_PASSWORD, CHARLIE_PASSWORD, Stack, create_user, pools_online, worker_env
+from rest_framework.test import APIClient
 
 from generation import brokers, negative_prompts, presence, storage
 
@@ -23,43 +31,45 @@ BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels
             ROOT / "generation" / "worker" / "devmodels.py",
             ROOT / "generation" / "migrations" / "0002_seed_negative_terms.py"]
 POOL_QUEUES = ["sdxl_queue", "wan_queue", "maintenance"]
+# The tiny models' folders: those of settings' defaults, which job metadata reports as the model names.
+MODEL_FOLDERS = {"sdxl": "sdxl-tiny", "ip_adapter": "sdxl-ip-adapter-tiny", "wan": "wan-tiny",
+                 "wan_i2v": "wan-i2v-tiny", "enhancer": "enhancer-tiny"}
+# The settings naming a model, and which one.
+MODEL_SETTINGS = {"SDXL_MODEL_PATH": "sdxl", "SDXL_CONFIG_PATH": "sdxl", "SDXL_IP_ADAPTER_PATH": "ip_adapter",
+                  "WAN_MODEL_PATH": "wan", "WAN_I2V_MODEL_PATH": "wan_i2v", "ENHANCER_MODEL_PATH": "enhancer"}
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the tiny models (worker processes need them too) is a `workers` test."""
+    for item in items:
+        if "models_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.workers)
 
 
-def _models_dir():
-    """Tiny models are cached per version of their builders: a change rebuilds them."""
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in BUILDERS if p.exists())).hexdigest()[:12]
-    return ROOT / "var" / "test-models" / digest
-
-
-@pytest.fixture(scope="session")
-def models_dir():
-    """A folder holding the tiny SDXL (and its IP-Adapter), WAN and enhancer models, built once."""
-    path = _models_dir()
-    # The folder names of settings' defaults, which job metadata reports as the model names.
-    paths = {"sdxl": path / "sdxl-tiny", "ip_adapter": path / "sdxl-ip-adapter-tiny", "wan": path / "wan-tiny",
-             "wan_i2v": path / "wan-i2v-tiny", "enhancer": path / "enhancer-tiny"}
-    if not all(p.exists() for p in paths.values()):
-        path.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"]), "--ip-adapter",
-                        str(paths["ip_adapter"])], check=True, cwd=ROOT)
-        subprocess.run([sys.executable, "-m", "wan_tasks.devmodels", str(paths["wan"]),
-                        str(paths["enhancer"]), "--i2v", str(paths["wan_i2v"])], check=True, cwd=ROOT)
-    return paths
-
+# --- settings ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def media_root(tmp_path_factory):
     return tmp_path_factory.mktemp("media")
 
 
+@pytest.fixture(scope="session")
+def sdxl_tokenizer(tmp_path_factory):
+    """A folder holding only the tiny SDXL model's tokenizer (tokenizer.json and tokenizer_config.json),
+    all that the web tier reads of a model; written in a tenth of a second, without torch or transformers."""
+    from sdxl_tasks import devmodel
+
+    return devmodel.write_tokenizer(tmp_path_factory.mktemp("sdxl-tokenizer"))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def project_settings(models_dir, media_root):
-    """Point this process at the tiny models and a private media folder, like the workers."""
+def project_settings(media_root, sdxl_tokenizer, tmp_path_factory):
+    """Point this process at a private media folder and the SDXL tokenizer, like the workers. The model
+    paths name folders that do not exist, so that a test using a model without asking for `tiny_models`
+    fails rather than reads whatever `make run` left in var/models/."""
+    not_built = tmp_path_factory.mktemp("models-not-built")
     overrides = override_settings(
-        SDXL_MODEL_PATH=str(models_dir["sdxl"]), SDXL_CONFIG_PATH=str(models_dir["sdxl"]),
-        SDXL_TOKENIZER_PATH=str(models_dir["sdxl"] / "tokenizer"), SDXL_IP_ADAPTER_PATH=str(models_dir["ip_adapter"]),
-        WAN_MODEL_PATH=str(models_dir["wan"]), WAN_I2V_MODEL_PATH=str(models_dir["wan_i2v"]),
-        ENHANCER_MODEL_PATH=str(models_dir["enhancer"]),
+        **{name: str(not_built / MODEL_FOLDERS[model]) for name, model in MODEL_SETTINGS.items()},
+        SDXL_TOKENIZER_PATH=str(sdxl_tokenizer),
         MEDIA_ROOT=media_root, STORAGE_BACKEND="local", OURVIDZ_PROFILE="dev",
     )
     overrides.enable()
@@ -76,8 +86,92 @@ def fresh_negative_terms():
     negative_prompts.forget_terms()
 
 
+# --- users and clients -----------------------------------------------------------------------------
+
+@pytest.fixture
+def alice(db):
+    return create_user("alice", ALICE_PASSWORD)
+
+
+@pytest.fixture
+def bob(db):
+    return create_user("bob", BOB_PASSWORD)
+
+
+@pytest.fixture
+def charlie(db):
+    return create_user("charlie", CHARLIE_PASSWORD)
+
+
+def _api_client(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def _logged_in(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice_api(alice):
+    """The JSON API as alice (DRF's APIClient, authenticated without a login)."""
+    return _api_client(alice)
+
+
+@pytest.fixture
+def bob_api(bob):
+    return _api_client(bob)
+
+
+@pytest.fixture
+def alice_client(alice):
+    """A browser-like django.test.Client with alice logged in (a session cookie)."""
+    return _logged_in(alice)
+
+
+@pytest.fixture
+def bob_client(bob):
+    return _logged_in(bob)
+
+
+# --- the tiny models and worker processes ----------------------------------------------------------
+
+def _models_dir():
+    """Tiny models are cached per version of their builders: a change rebuilds them."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in BUILDERS if p.exists())).hexdigest()[:12]
+    return Path(os.environ.get("OURVIDZ_TEST_MODELS_DIR", ROOT / "var" / "test-models")) / digest
+
+
 @pytest.fixture(scope="session")
-def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory):
+def models_dir():
+    """A folder holding the tiny SDXL (and its IP-Adapter), WAN and enhancer models, built once.
+    Tests ask for `tiny_models`, which also points the settings at them."""
+    path = _models_dir()
+    paths = {model: path / folder for model, folder in MODEL_FOLDERS.items()}
+    if not all(p.exists() for p in paths.values()):
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "sdxl_tasks.devmodel", str(paths["sdxl"]), "--ip-adapter",
+                        str(paths["ip_adapter"])], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "wan_tasks.devmodels", str(paths["wan"]),
+                        str(paths["enhancer"]), "--i2v", str(paths["wan_i2v"])], check=True, cwd=ROOT)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_models(models_dir, project_settings):
+    """The tiny models, with this process's model settings pointing at them (as the workers' do) for the
+    rest of the session; returns models_dir's paths."""
+    overrides = override_settings(**{name: str(models_dir[model]) for name, model in MODEL_SETTINGS.items()})
+    overrides.enable()
+    yield models_dir
+    overrides.disable()
+
+
+@pytest.fixture(scope="session")
+def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models):
     """One real Celery worker per pool (honcho + Procfile), against the test database."""
     with django_db_blocker.unblock():
         client = brokers.client()

@@ -1,5 +1,6 @@
-"""Plain helpers for tests that run project processes."""
+"""Plain helpers for tests: users with known passwords, and running project processes."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -9,12 +10,32 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import connection
 
 from generation import presence
 from generation.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The passwords of conftest's users alice, bob and charlie.
+ALICE_PASSWORD = "pw-alice-123"
+BOB_PASSWORD = "pw-bob-123"
+CHARLIE_PASSWORD = "pw-charlie-123"
+
+
+@functools.cache
+def password_hash(password):
+    """`password` hashed by the project's hasher once per process: a hash costs about 0.3 s."""
+    return make_password(password)
+
+
+def create_user(username, password=None, **fields):
+    """A saved user; with a password, logging in checks it with the project's hasher as in production."""
+    if password is None:
+        return get_user_model().objects.create_user(username, **fields)
+    return get_user_model().objects.create(username=username, password=password_hash(password), **fields)
 
 
 def database_url_for_tests():

@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.test import Client
+from helpers import ALICE_PASSWORD
 
 from generation import submission
 from generation.models import Image, JobStatus
@@ -10,11 +11,6 @@ from generation.models import Image, JobStatus
 pytestmark = pytest.mark.django_db
 
 SIGNUP = {"username": "newbie", "password1": "violet-lantern-42", "password2": "violet-lantern-42"}
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="pw-alice-123")
 
 
 def logged_in_as(client):
@@ -43,17 +39,17 @@ def test_login_page_renders_a_form_with_csrf_token(client):
 
 
 def test_login_with_good_credentials_goes_to_the_workspace(client, alice):
-    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"})
+    response = client.post("/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/"
     assert logged_in_as(client) == "alice"
     assert client.get("/").status_code == 200
 
 
 def test_login_follows_a_safe_next_only(client, alice):
-    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123", "next": "/library/"})
+    response = client.post("/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD, "next": "/library/"})
     assert response["Location"] == "/library/"
     client.logout()
-    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123",
+    response = client.post("/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD,
                                                 "next": "https://evil.example/"})
     assert response["Location"] == "/"
 
@@ -69,16 +65,15 @@ def test_login_with_bad_credentials_shows_an_error(client, alice):
     assert logged_in_as(client) is None
 
 
-def test_logout_is_a_post_from_every_page(client, alice):
-    client.force_login(alice)
-    page = client.get("/").content.decode()
+def test_logout_is_a_post_from_every_page(alice_client):
+    page = alice_client.get("/").content.decode()
     assert '<form class="account" method="post" action="/accounts/logout/">' in page
-    assert client.get("/accounts/logout/").status_code == 405  # Django 5: no logout by GET
-    assert logged_in_as(client) == "alice"
-    response = client.post("/accounts/logout/")
+    assert alice_client.get("/accounts/logout/").status_code == 405  # Django 5: no logout by GET
+    assert logged_in_as(alice_client) == "alice"
+    response = alice_client.post("/accounts/logout/")
     assert response.status_code == 302 and response["Location"] == "/accounts/login/"
-    assert logged_in_as(client) is None
-    assert client.get("/")["Location"].startswith("/accounts/login/")
+    assert logged_in_as(alice_client) is None
+    assert alice_client.get("/")["Location"].startswith("/accounts/login/")
 
 
 def test_pages_need_a_login(client):
@@ -124,19 +119,18 @@ def test_signup_errors_are_shown_and_nothing_is_created(client, settings, alice)
     assert logged_in_as(client) is None
 
 
-def test_signed_in_users_visiting_signup_go_to_the_workspace(client, settings, alice):
+def test_signed_in_users_visiting_signup_go_to_the_workspace(alice_client, settings):
     settings.OURVIDZ_SIGNUP = True
-    client.force_login(alice)
-    assert client.get("/accounts/signup/")["Location"] == "/"
+    assert alice_client.get("/accounts/signup/")["Location"] == "/"
 
 
 # --- CSRF ------------------------------------------------------------------------------------
 
 def test_login_form_enforces_csrf(alice):
     browser = Client(enforce_csrf_checks=True)
-    assert browser.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"}).status_code == 403
+    assert browser.post("/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD}).status_code == 403
     assert logged_in_as(browser) is None
-    response = csrf_post(browser, "/accounts/login/", {"username": "alice", "password": "pw-alice-123"})
+    response = csrf_post(browser, "/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD})
     assert response.status_code == 302 and logged_in_as(browser) == "alice"
 
 
@@ -166,15 +160,13 @@ def _image(user, prompt):
                                 format="png", width=64, height=64, image_path=f"{user.pk}/{job.pk}/0.png")
 
 
-def test_pages_show_only_the_users_own_work(client, alice):
-    bob = get_user_model().objects.create_user("bob", password="pw-bob-123")
+def test_pages_show_only_the_users_own_work(alice, alice_client, bob):
     _image(alice, "alice's lighthouse at dawn")
     bobs = _image(bob, "bob's secret submarine")
-    client.force_login(alice)
-    library = client.get("/library/").content.decode()
+    library = alice_client.get("/library/").content.decode()
     assert "alice&#x27;s lighthouse at dawn" in library
     assert "submarine" not in library
-    assert client.get(f"/library/image/{bobs.pk}/").status_code == 404
-    jobs = client.get("/api/jobs/").json()  # the session works for the API too
+    assert alice_client.get(f"/library/image/{bobs.pk}/").status_code == 404
+    jobs = alice_client.get("/api/jobs/").json()  # the session works for the API too
     prompts = [job["prompt"] for job in jobs.get("results", jobs)]
     assert prompts == ["alice's lighthouse at dawn"]

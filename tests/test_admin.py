@@ -1,7 +1,6 @@
 """The operators' view of jobs in the Django admin."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -12,46 +11,34 @@ from generation.worker import images, runtime
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff(client):
-    admin = get_user_model().objects.create_superuser("root", password="pw-root-123")
-    client.force_login(admin)
-    return admin
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("erin")
-
-
 def make_job(user, job_type="sdxl_image_fast", prompt="a prompt", **kwargs):
     job = submission.build_job(user, job_type, prompt, **kwargs)
     job.save()
     return job
 
 
-def test_job_list_search_and_filters(client, staff, user):
-    fox = make_job(user, prompt="a red fox")
-    owl = make_job(user, job_type="video_fast", prompt="an owl at night")
+def test_job_list_search_and_filters(admin_client, alice):
+    fox = make_job(alice, prompt="a red fox")
+    owl = make_job(alice, job_type="video_fast", prompt="an owl at night")
     Job.move(owl.pk, JobStatus.PROCESSING, started_at=timezone.now())
     Job.move(owl.pk, JobStatus.COMPLETED)
-    page = client.get("/admin/generation/job/")
+    page = admin_client.get("/admin/generation/job/")
     assert page.status_code == 200
     html = page.content.decode()
-    for text in [str(fox.pk)[:8], "sdxl_image_fast", "video_fast", "sdxl_queue", "wan_queue", "erin"]:
+    for text in [str(fox.pk)[:8], "sdxl_image_fast", "video_fast", "sdxl_queue", "wan_queue", "alice"]:
         assert text in html
-    searched = client.get("/admin/generation/job/", {"q": "fox"}).content.decode()
+    searched = admin_client.get("/admin/generation/job/", {"q": "fox"}).content.decode()
     assert str(fox.pk)[:8] in searched and str(owl.pk)[:8] not in searched
-    by_id = client.get("/admin/generation/job/", {"q": str(owl.pk)}).content.decode()
+    by_id = admin_client.get("/admin/generation/job/", {"q": str(owl.pk)}).content.decode()
     assert str(owl.pk)[:8] in by_id and str(fox.pk)[:8] not in by_id
-    by_user = client.get("/admin/generation/job/", {"q": "erin"}).content.decode()
+    by_user = admin_client.get("/admin/generation/job/", {"q": "alice"}).content.decode()
     assert str(owl.pk)[:8] in by_user
-    completed = client.get("/admin/generation/job/", {"status__exact": "completed"}).content.decode()
+    completed = admin_client.get("/admin/generation/job/", {"status__exact": "completed"}).content.decode()
     assert str(owl.pk)[:8] in completed and str(fox.pk)[:8] not in completed
 
 
-def test_job_page_shows_its_images_with_thumbnails(client, staff, user):
-    job = make_job(user, num_images=3)
+def test_job_page_shows_its_images_with_thumbnails(admin_client, alice):
+    job = make_job(alice, num_images=3)
 
     def generate(run):
         picture = PILImage.new("RGB", (run.job.width, run.job.height), "teal")
@@ -59,26 +46,26 @@ def test_job_page_shows_its_images_with_thumbnails(client, staff, user):
                 for i in range(3)]
 
     runtime.run(job.pk, "sdxl", generate)
-    page = client.get(f"/admin/generation/job/{job.pk}/change/").content.decode()
+    page = admin_client.get(f"/admin/generation/job/{job.pk}/change/").content.decode()
     assert page.count(".thumb.webp?expires=") == 3
     thumb_url = page.split('<img src="')[1].split('"')[0].replace("&amp;", "&")
-    assert client.get(thumb_url).status_code == 200
+    assert admin_client.get(thumb_url).status_code == 200
 
 
-def test_cancel_and_retry_actions(client, staff, user, django_capture_on_commit_callbacks):
-    queued = make_job(user)
-    failed = make_job(user, seed=5)
+def test_cancel_and_retry_actions(admin_client, alice, django_capture_on_commit_callbacks):
+    queued = make_job(alice)
+    failed = make_job(alice, seed=5)
     Job.move(failed.pk, JobStatus.FAILED, error_message="boom")
-    client.post("/admin/generation/job/", {"action": "cancel_jobs", "_selected_action": [queued.pk]})
+    admin_client.post("/admin/generation/job/", {"action": "cancel_jobs", "_selected_action": [queued.pk]})
     assert Job.objects.get(pk=queued.pk).status == JobStatus.CANCELLED
     with django_capture_on_commit_callbacks(execute=True) as sent:
-        client.post("/admin/generation/job/", {"action": "retry_jobs",
-                                               "_selected_action": [failed.pk, queued.pk]})
+        admin_client.post("/admin/generation/job/", {"action": "retry_jobs",
+                                                     "_selected_action": [failed.pk, queued.pk]})
     retry = Job.objects.get(retry_of=failed)
     assert retry.status == JobStatus.QUEUED and retry.seed == 5 and len(sent) == 1
     assert not Job.objects.filter(retry_of=queued).exists()  # only failed jobs are retried
 
 
-def test_negative_terms_are_editable(client, staff):
-    page = client.get("/admin/generation/negativeterm/")
+def test_negative_terms_are_editable(admin_client):
+    page = admin_client.get("/admin/generation/negativeterm/")
     assert page.status_code == 200 and "bad anatomy" in page.content.decode()

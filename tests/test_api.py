@@ -6,32 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from django.contrib.auth import get_user_model
-from helpers import ROOT
+from helpers import ALICE_PASSWORD, ROOT
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from generation import job_types
 from generation.models import Image, Job, JobStatus, ReferenceImage
-
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-def other():
-    return get_user_model().objects.create_user("bob", password="pw-bob-123")
-
-
-@pytest.fixture
-def api(user):
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def post_job(api, capture, headers=None, **data):
@@ -47,17 +27,17 @@ def png_bytes(size=(40, 30), color=(200, 10, 10)):
     return buffer.getvalue()
 
 
-def test_token_auth(user):
+def test_token_auth(alice):
     client = APIClient()
-    response = client.post("/api/auth/token/", {"username": "alice", "password": "pw-alice-123"})
+    response = client.post("/api/auth/token/", {"username": "alice", "password": ALICE_PASSWORD})
     assert response.status_code == 200
     client.credentials(HTTP_AUTHORIZATION="Token " + response.json()["token"])
     assert client.get("/api/jobs/").status_code == 200
     assert APIClient().get("/api/jobs/").status_code in (401, 403)
 
 
-def test_submit_sdxl_job(api, django_capture_on_commit_callbacks):
-    response, callbacks = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
+def test_submit_sdxl_job(alice_api, django_capture_on_commit_callbacks):
+    response, callbacks = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
                                    prompt="two women on a beach", num_images=3, negative_prompt="blurry")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -72,29 +52,29 @@ def test_submit_sdxl_job(api, django_capture_on_commit_callbacks):
     assert (job.width, job.height, job.steps) == (64, 64, 3)  # dev profile, from the table
 
 
-def test_wan_job_carries_no_generated_negative(api, django_capture_on_commit_callbacks):
-    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="two cats",
+def test_wan_job_carries_no_generated_negative(alice_api, django_capture_on_commit_callbacks):
+    response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="two cats",
                            negative_prompt="static")
     assert response.status_code == 201
     assert response.json()["negative_prompt"] == "static"
     assert response.json()["frames"] == 9 and response.json()["queue"] == "wan_queue"
 
 
-def test_seed_zero_is_kept_and_absent_seeds_differ(api, django_capture_on_commit_callbacks):
-    zero, _ = post_job(api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x", seed=0)
+def test_seed_zero_is_kept_and_absent_seeds_differ(alice_api, django_capture_on_commit_callbacks):
+    zero, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x", seed=0)
     assert zero.json()["seed"] == 0
-    seeds = {post_job(api, django_capture_on_commit_callbacks, job_type="image_fast",
+    seeds = {post_job(alice_api, django_capture_on_commit_callbacks, job_type="image_fast",
                       prompt="x")[0].json()["seed"] for _ in range(20)}
     assert len(seeds) == 20  # drawn from a secure source, not the clock
 
 
-def test_aspect_ratio_picks_the_pool_size(api, django_capture_on_commit_callbacks, settings):
+def test_aspect_ratio_picks_the_pool_size(alice_api, django_capture_on_commit_callbacks, settings):
     settings.OURVIDZ_PROFILE = "production"
-    sdxl, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_high", prompt="x",
+    sdxl, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_high", prompt="x",
                        aspect_ratio="16:9")
-    wan, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_high", prompt="x",
+    wan, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_high", prompt="x",
                       aspect_ratio="1:1")
-    default, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x")
+    default, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x")
     assert (sdxl.json()["width"], sdxl.json()["height"], sdxl.json()["steps"]) == (1344, 768, 25)
     assert (wan.json()["width"], wan.json()["height"], wan.json()["frames"]) == (624, 624, 81)
     assert (default.json()["width"], default.json()["height"]) == (480, 832)
@@ -121,42 +101,42 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("data", "field"), BAD_INPUTS)
-def test_bad_input_is_400_naming_the_field_and_creates_nothing(api, django_capture_on_commit_callbacks,
+def test_bad_input_is_400_naming_the_field_and_creates_nothing(alice_api, django_capture_on_commit_callbacks,
                                                                data, field):
-    response, callbacks = post_job(api, django_capture_on_commit_callbacks, **data)
+    response, callbacks = post_job(alice_api, django_capture_on_commit_callbacks, **data)
     assert response.status_code == 400
     assert field in response.json(), response.json()
     assert Job.objects.count() == 0
     assert callbacks == []  # no task was sent
 
 
-def test_several_bad_fields_are_all_named(api, django_capture_on_commit_callbacks):
-    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="",
+def test_several_bad_fields_are_all_named(alice_api, django_capture_on_commit_callbacks):
+    response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="",
                            seed=-5, num_images=4)
     assert response.status_code == 400
     assert {"prompt", "seed"} <= set(response.json())
 
 
-def test_reference_image_rules(api, user, other, settings, django_capture_on_commit_callbacks):
-    ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
+def test_reference_image_rules(alice_api, alice, bob, settings, django_capture_on_commit_callbacks):
+    ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8,
                                         height=8, size_bytes=10)
-    theirs = ReferenceImage.objects.create(user=other, path="2/b.png", content_type="image/png", width=8,
+    theirs = ReferenceImage.objects.create(user=bob, path="2/b.png", content_type="image/png", width=8,
                                            height=8, size_bytes=10)
-    ok, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+    ok, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
                      reference_image=ref.pk, reference_type="composition")
     assert ok.status_code == 201 and ok.json()["reference_strength"] == 0.7
     for data, field in [
         ({"reference_image": theirs.pk, "reference_type": "composition"}, "reference_image"),
         ({"reference_image": ref.pk}, "reference_type"),
     ]:
-        response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
+        response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
                                prompt="x", **data)
         assert response.status_code == 400 and field in response.json()
-    image, _ = post_job(api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x",
+    image, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x",
                         reference_image=ref.pk, reference_type="composition")
     assert image.status_code == 400 and "only video types" in image.json()["reference_type"][0]
     settings.WAN_I2V_MODEL_PATH = ""  # no WAN worker online: this server's configuration answers
-    wan, _ = post_job(api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x",
+    wan, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x",
                       reference_image=ref.pk, reference_type="composition")
     assert wan.status_code == 400 and "no image-to-video model" in wan.json()["reference_type"][0]
     assert Job.objects.count() == 1
@@ -182,32 +162,32 @@ def sdxl_worker_heartbeat():
         brokers.client().delete(key, key + ":loaded")
 
 
-def test_ip_adapter_reference_types_follow_what_the_pool_advertises(api, user, sdxl_worker_heartbeat,
+def test_ip_adapter_reference_types_follow_what_the_pool_advertises(alice_api, alice, sdxl_worker_heartbeat,
                                                                      django_capture_on_commit_callbacks):
-    ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
+    ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8,
                                         height=8, size_bytes=10)
     sdxl_worker_heartbeat("sdxl-a@test", ["character", "composition", "style"])
-    style, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+    style, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
                         reference_image=ref.pk, reference_type="style", reference_strength=0.5)
     assert style.status_code == 201 and style.json()["reference_strength"] == 0.5
     # A second worker without IP-Adapter weights: a style job could land on it, so it is refused now.
     sdxl_worker_heartbeat("sdxl-b@test", ["composition"])
-    refused, sent = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+    refused, sent = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
                              reference_image=ref.pk, reference_type="character")
     assert refused.status_code == 400 and sent == []
     assert "needs IP-Adapter weights" in refused.json()["reference_type"][0]
-    composition, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
+    composition, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
                               reference_image=ref.pk, reference_type="composition")
     assert composition.status_code == 201
 
 
-def test_wan_video_references_follow_what_the_pool_advertises(api, user, sdxl_worker_heartbeat,
+def test_wan_video_references_follow_what_the_pool_advertises(alice_api, alice, sdxl_worker_heartbeat,
                                                                django_capture_on_commit_callbacks):
-    ref = ReferenceImage.objects.create(user=user, path="1/a.png", content_type="image/png", width=8,
+    ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8,
                                         height=8, size_bytes=10)
 
     def post(job_type, reference_type="composition"):
-        return post_job(api, django_capture_on_commit_callbacks, job_type=job_type, prompt="x",
+        return post_job(alice_api, django_capture_on_commit_callbacks, job_type=job_type, prompt="x",
                         reference_image=ref.pk, reference_type=reference_type)
 
     sdxl_worker_heartbeat("wan-a@test", ["composition"], queue="wan_queue")  # image-to-video loaded
@@ -229,66 +209,64 @@ def test_wan_video_references_follow_what_the_pool_advertises(api, user, sdxl_wo
 def test_configured_reference_types(settings):
     from generation import capabilities
 
+    settings.SDXL_IP_ADAPTER_PATH = "/models/sdxl-ip-adapter"
+    settings.WAN_I2V_MODEL_PATH = "/models/wan-i2v"
     assert capabilities.configured_reference_types("sdxl") == {"composition", "style", "character"}
     settings.SDXL_IP_ADAPTER_PATH = ""
     assert capabilities.configured_reference_types("sdxl") == {"composition"}
-    assert capabilities.configured_reference_types("wan") == {"composition"}  # the tiny I2V model
+    assert capabilities.configured_reference_types("wan") == {"composition"}  # an I2V model
     settings.WAN_I2V_MODEL_PATH = ""
     assert capabilities.configured_reference_types("wan") == set()
 
 
-def test_idempotency_key_returns_the_first_job(api, other, django_capture_on_commit_callbacks):
+def test_idempotency_key_returns_the_first_job(alice_api, bob_api, django_capture_on_commit_callbacks):
     headers = {"Idempotency-Key": "retry-123"}
-    first, sent_first = post_job(api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
+    first, sent_first = post_job(alice_api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
                                  prompt="a")
-    again, sent_again = post_job(api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
+    again, sent_again = post_job(alice_api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
                                  prompt="a")
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"]
     assert len(sent_first) == 1 and sent_again == []
     # Keys are per user.
-    bob = APIClient()
-    bob.force_authenticate(other)
-    theirs, _ = post_job(bob, django_capture_on_commit_callbacks, headers, job_type="image_fast", prompt="a")
+    theirs, _ = post_job(bob_api, django_capture_on_commit_callbacks, headers, job_type="image_fast", prompt="a")
     assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
 
 
-def test_other_users_get_404(api, user, other, django_capture_on_commit_callbacks):
-    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x")
+def test_other_users_get_404(alice_api, alice, bob_api, django_capture_on_commit_callbacks):
+    response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x")
     job = Job.objects.get(pk=response.json()["id"])
-    image = Image.objects.create(user=user, job=job, prompt="x", bucket="sdxl-image-fast", image_path="a.png",
+    image = Image.objects.create(user=alice, job=job, prompt="x", bucket="sdxl-image-fast", image_path="a.png",
                                  quality="fast", format="png", width=8, height=8)
-    bob = APIClient()
-    bob.force_authenticate(other)
-    assert bob.get(f"/api/jobs/{job.pk}/").status_code == 404
-    assert bob.post(f"/api/jobs/{job.pk}/cancel/").status_code == 404
-    assert bob.get(f"/api/images/{image.pk}/").status_code == 404
-    assert bob.delete(f"/api/images/{image.pk}/").status_code == 404
-    assert bob.get("/api/jobs/").json()["count"] == 0
-    assert bob.get("/api/images/").json()["count"] == 0
+    assert bob_api.get(f"/api/jobs/{job.pk}/").status_code == 404
+    assert bob_api.post(f"/api/jobs/{job.pk}/cancel/").status_code == 404
+    assert bob_api.get(f"/api/images/{image.pk}/").status_code == 404
+    assert bob_api.delete(f"/api/images/{image.pk}/").status_code == 404
+    assert bob_api.get("/api/jobs/").json()["count"] == 0
+    assert bob_api.get("/api/images/").json()["count"] == 0
     assert Image.objects.filter(pk=image.pk).exists()
-    assert api.get(f"/api/jobs/{job.pk}/").status_code == 200
+    assert alice_api.get(f"/api/jobs/{job.pk}/").status_code == 200
 
 
-def test_cancel_queued_job(api, django_capture_on_commit_callbacks):
-    response, _ = post_job(api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x")
+def test_cancel_queued_job(alice_api, django_capture_on_commit_callbacks):
+    response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="image_fast", prompt="x")
     job_id = response.json()["id"]
-    cancelled = api.post(f"/api/jobs/{job_id}/cancel/")
+    cancelled = alice_api.post(f"/api/jobs/{job_id}/cancel/")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert api.post(f"/api/jobs/{job_id}/cancel/").status_code == 409
+    assert alice_api.post(f"/api/jobs/{job_id}/cancel/").status_code == 409
     # Status only moves forward.
     assert not Job.move(job_id, JobStatus.PROCESSING)
     assert not Job.move(job_id, JobStatus.QUEUED)
 
 
-def test_queue_position_counts_jobs_ahead(api, django_capture_on_commit_callbacks):
-    positions = [post_job(api, django_capture_on_commit_callbacks, job_type="video_fast",
+def test_queue_position_counts_jobs_ahead(alice_api, django_capture_on_commit_callbacks):
+    positions = [post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast",
                           prompt="x")[0].json()["queue_position"] for _ in range(3)]
     assert positions == [1, 2, 3]
 
 
-def test_job_types_endpoint(api):
-    rows = api.get("/api/job-types/").json()
+def test_job_types_endpoint(alice_api):
+    rows = alice_api.get("/api/job-types/").json()
     assert [r["name"] for r in rows] == list(job_types.JOB_TYPES)
     sdxl = next(r for r in rows if r["name"] == "sdxl_image_high")
     assert sdxl["steps"] == 25 and sdxl["num_images"] == [1, 3, 6] and sdxl["bucket"] == "sdxl-image-high"
@@ -296,32 +274,33 @@ def test_job_types_endpoint(api):
     assert video["frames"] == 81 and video["enhanced"] and video["queue"] == "wan_queue"
 
 
-def test_reference_upload_validates_images(api):
-    ok = api.post("/api/references/", {"file": io.BytesIO(png_bytes())}, format="multipart")
+def test_reference_upload_validates_images(alice_api):
+    ok = alice_api.post("/api/references/", {"file": io.BytesIO(png_bytes())}, format="multipart")
     assert ok.status_code == 201, ok.content
     assert (ok.json()["width"], ok.json()["height"]) == (40, 30)
-    assert api.get(ok.json()["url"]).status_code == 200
-    not_image = api.post("/api/references/", {"file": io.BytesIO(b"not an image at all")}, format="multipart")
+    assert alice_api.get(ok.json()["url"]).status_code == 200
+    not_image = alice_api.post("/api/references/", {"file": io.BytesIO(b"not an image at all")}, format="multipart")
     assert not_image.status_code == 400 and "file" in not_image.json()
-    truncated = api.post("/api/references/", {"file": io.BytesIO(png_bytes()[:60])}, format="multipart")
+    truncated = alice_api.post("/api/references/", {"file": io.BytesIO(png_bytes()[:60])}, format="multipart")
     assert truncated.status_code == 400 and "file" in truncated.json()
 
 
-def test_reference_upload_size_limit(api, settings):
+def test_reference_upload_size_limit(alice_api, settings):
     settings.REFERENCE_MAX_BYTES = 100
-    response = api.post("/api/references/", {"file": io.BytesIO(png_bytes((200, 200)))}, format="multipart")
+    response = alice_api.post("/api/references/", {"file": io.BytesIO(png_bytes((200, 200)))}, format="multipart")
     assert response.status_code == 400 and "limit" in response.json()["file"][0]
     assert ReferenceImage.objects.count() == 0
 
 
+@pytest.mark.django_db
 def test_healthz_reports_each_dependency(client, settings, tmp_path):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert json.loads(response.content) == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
 
 
-def test_openapi_schema_lists_the_endpoints(api):
-    response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def test_openapi_schema_lists_the_endpoints(alice_api):
+    response = alice_api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     paths = json.loads(response.content)["paths"]
     for path in ["/api/jobs/", "/api/jobs/{id}/cancel/", "/api/images/", "/api/videos/", "/api/references/",
@@ -341,11 +320,11 @@ def test_web_process_never_imports_torch():
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_browsable_api_offers_and_accepts_the_submission_form(user, django_capture_on_commit_callbacks):
+def test_browsable_api_offers_and_accepts_the_submission_form(alice, django_capture_on_commit_callbacks):
     from django.test import Client
 
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(user)
+    browser.force_login(alice)
     page = browser.get("/api/jobs/", HTTP_ACCEPT="text/html")
     html = page.content.decode()
     assert page.status_code == 200 and '<select class="form-control" name="job_type">' in html
@@ -361,18 +340,17 @@ def test_browsable_api_offers_and_accepts_the_submission_form(user, django_captu
     assert response.json()["prompt"] == "from the form" and len(sent) == 1
 
 
-def test_job_events_stream_the_users_jobs_as_they_change(client, user, other, monkeypatch,
+def test_job_events_stream_the_users_jobs_as_they_change(alice_client, alice, bob, monkeypatch,
                                                          django_capture_on_commit_callbacks):
     from generation import events, submission
     from generation.web import live
 
     monkeypatch.setattr(live, "EVENT_STREAM_SECONDS", 3)
-    mine = submission.build_job(user, "image_fast", "mine")
+    mine = submission.build_job(alice, "image_fast", "mine")
     mine.save()
-    theirs = submission.build_job(other, "image_fast", "theirs")
+    theirs = submission.build_job(bob, "image_fast", "theirs")
     theirs.save()
-    client.force_login(user)
-    response = client.get("/events/jobs")
+    response = alice_client.get("/events/jobs")
     assert response["Content-Type"] == "text/event-stream"
     chunks = iter(response.streaming_content)
     assert next(chunks) == b"retry: 1000\n\n"
@@ -383,6 +361,6 @@ def test_job_events_stream_the_users_jobs_as_they_change(client, user, other, mo
         submission.cancel(mine)  # publishes once committed
     change = json.loads(next(chunks).decode().split("data: ", 1)[1])
     assert change["id"] == str(mine.pk) and change["status"] == "cancelled"
-    assert client.get("/events/jobs").status_code == 200
-    client.logout()
-    assert client.get("/events/jobs").status_code == 302  # login required
+    assert alice_client.get("/events/jobs").status_code == 200
+    alice_client.logout()
+    assert alice_client.get("/events/jobs").status_code == 302  # login required

@@ -9,16 +9,15 @@ from html.parser import HTMLParser
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from helpers import create_user
 
 from generation import brokers, job_types, presence, submission
 from generation.models import JobStatus
 from generation.web import dashboard
 from generation.worker import heartbeats
-
-pytestmark = pytest.mark.django_db
-
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -88,14 +87,10 @@ def make_job(user, job_type="sdxl_image_fast", status=JobStatus.QUEUED, took=Non
 
 
 @pytest.fixture
-def user():
-    return get_user_model().objects.create_user("carol", password="pw-carol-123")
-
-
-@pytest.fixture
-def staff_client(client):
-    staff = get_user_model().objects.create_user("opsy", password="pw-opsy-123", is_staff=True)
-    client.force_login(staff)
+def staff_client(db):
+    """A logged-in operator: staff, not a superuser."""
+    client = Client()
+    client.force_login(create_user("opsy", is_staff=True))
     return client
 
 
@@ -117,10 +112,9 @@ def test_anonymous_users_are_sent_to_login(client):
     assert response["Location"] == "/accounts/login/?next=/dashboard/"
 
 
-def test_users_who_are_not_staff_get_403(client, user):
-    client.force_login(user)
-    assert client.get("/dashboard/").status_code == 403
-    assert b'href="/dashboard/"' not in client.get("/").content  # no nav link either
+def test_users_who_are_not_staff_get_403(alice_client):
+    assert alice_client.get("/dashboard/").status_code == 403
+    assert b'href="/dashboard/"' not in alice_client.get("/").content  # no nav link either
 
 
 def test_staff_get_the_page_with_links_to_flower_and_admin(staff_client, settings, private_workers):
@@ -136,10 +130,10 @@ def test_staff_get_the_page_with_links_to_flower_and_admin(staff_client, setting
 
 # --- queues and workers ----------------------------------------------------------------------
 
-def test_queue_rows_without_workers(staff_client, user, private_workers):
-    make_job(user, "sdxl_image_fast")
-    make_job(user, "sdxl_image_fast")
-    make_job(user, "video_fast", status=JobStatus.PROCESSING)
+def test_queue_rows_without_workers(staff_client, alice, private_workers):
+    make_job(alice, "sdxl_image_fast")
+    make_job(alice, "sdxl_image_fast")
+    make_job(alice, "video_fast", status=JobStatus.PROCESSING)
     response = staff_client.get("/dashboard/")
     rows = {row[0].split()[0]: row for row in body_rows(response, "queues")}
     assert set(rows) == {pool.queue for pool in job_types.POOLS.values()}
@@ -176,12 +170,12 @@ def test_workers_show_per_pool_with_what_they_loaded(staff_client, private_worke
     assert re.search(r'id="workers-online">2<', response.content.decode())
 
 
-def test_queue_figures_and_totals(staff_client, user, private_workers):
+def test_queue_figures_and_totals(staff_client, alice, private_workers):
     for _ in range(3):
-        make_job(user, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=4), waited=timedelta(seconds=10))
-    make_job(user, "sdxl_image_fast", JobStatus.FAILED, error="CUDA out of memory", waited=timedelta(seconds=30))
-    make_job(user, "video_fast", JobStatus.COMPLETED, took=timedelta(seconds=100), waited=timedelta(seconds=40))
-    make_job(user, "video_fast", JobStatus.COMPLETED, ended_ago=timedelta(hours=3))  # outside the hour
+        make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=4), waited=timedelta(seconds=10))
+    make_job(alice, "sdxl_image_fast", JobStatus.FAILED, error="CUDA out of memory", waited=timedelta(seconds=30))
+    make_job(alice, "video_fast", JobStatus.COMPLETED, took=timedelta(seconds=100), waited=timedelta(seconds=40))
+    make_job(alice, "video_fast", JobStatus.COMPLETED, ended_ago=timedelta(hours=3))  # outside the hour
 
     total = dashboard.totals()
     assert (total["completed"], total["failed"]) == (4, 1)
@@ -212,15 +206,15 @@ def test_broker_down_still_renders(staff_client, monkeypatch):
 
 # --- generation time chart -------------------------------------------------------------------
 
-def test_timings_by_type_median_p90_and_expected(user):
+def test_timings_by_type_median_p90_and_expected(alice):
     for seconds in (2, 4, 6, 8, 10):
-        make_job(user, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
-    make_job(user, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=60),
+        make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
+    make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=60),
              ended_ago=timedelta(hours=30))  # older than the window
     for seconds in (100, 200):
-        make_job(user, "video_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
-    make_job(user, "image_fast", JobStatus.FAILED, error="boom")  # failures are not timings
-    make_job(user, "image_high", JobStatus.PROCESSING)
+        make_job(alice, "video_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
+    make_job(alice, "image_fast", JobStatus.FAILED, error="boom")  # failures are not timings
+    make_job(alice, "image_high", JobStatus.PROCESSING)
 
     rows = dashboard.timings_by_type()
     assert [r["job_type"] for r in rows] == ["sdxl_image_fast", "video_fast"]  # the job-type table's order
@@ -235,19 +229,19 @@ def test_timings_by_type_median_p90_and_expected(user):
     assert video["expected_seconds"] == job_types.get("video_fast").expected_seconds
 
 
-def test_expected_time_of_a_batch_counts_every_image(user):
-    make_job(user, "sdxl_image_high", JobStatus.COMPLETED, took=timedelta(seconds=30), num_images=6)
+def test_expected_time_of_a_batch_counts_every_image(alice):
+    make_job(alice, "sdxl_image_high", JobStatus.COMPLETED, took=timedelta(seconds=30), num_images=6)
     (row,) = dashboard.timings_by_type()
     assert row["expected_seconds"] == 6 * job_types.get("sdxl_image_high").expected_seconds
     assert row["median_ratio"] == pytest.approx(30 / 48, abs=0.01)
 
 
-def test_chart_has_one_bar_group_per_job_type_with_expected_and_actual(staff_client, user, private_workers):
+def test_chart_has_one_bar_group_per_job_type_with_expected_and_actual(staff_client, alice, private_workers):
     for seconds in (2, 4, 6, 8, 10):
-        make_job(user, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
+        make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
     for seconds in (100, 200):
-        make_job(user, "video_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
-    make_job(user, "image_fast", JobStatus.FAILED, error="boom")
+        make_job(alice, "video_fast", JobStatus.COMPLETED, took=timedelta(seconds=seconds))
+    make_job(alice, "image_fast", JobStatus.FAILED, error="boom")
 
     response = staff_client.get("/dashboard/")
     svg = chart(response)
@@ -294,16 +288,16 @@ def test_chart_geometry_stays_inside_its_box():
 
 # --- failures --------------------------------------------------------------------------------
 
-def test_failures_table_lists_latest_failed_jobs_with_their_error(staff_client, user, private_workers):
-    old = make_job(user, "video_fast", JobStatus.FAILED, error="worker lost", ended_ago=timedelta(hours=2))
-    new = make_job(user, "sdxl_image_high", JobStatus.FAILED, ended_ago=timedelta(minutes=1),
+def test_failures_table_lists_latest_failed_jobs_with_their_error(staff_client, alice, private_workers):
+    old = make_job(alice, "video_fast", JobStatus.FAILED, error="worker lost", ended_ago=timedelta(hours=2))
+    new = make_job(alice, "sdxl_image_high", JobStatus.FAILED, ended_ago=timedelta(minutes=1),
                    error="CUDA out of memory: one image of 1024×1024 does not fit <b>")
-    make_job(user, "image_fast", JobStatus.COMPLETED)
+    make_job(alice, "image_fast", JobStatus.COMPLETED)
     response = staff_client.get("/dashboard/")
     rows = body_rows(response, "failures")
     assert len(rows) == 2
     assert [row[2] for row in rows] == ["sdxl_image_high", "video_fast"]  # newest first
-    assert rows[0][1] == "carol" and rows[0][3] == "CUDA out of memory: one image of 1024×1024 does not fit <b>"
+    assert rows[0][1] == "alice" and rows[0][3] == "CUDA out of memory: one image of 1024×1024 does not fit <b>"
     assert rows[1][3] == "worker lost"
     html = response.content.decode()
     assert "does not fit &lt;b&gt;" in html  # escaped
@@ -311,9 +305,9 @@ def test_failures_table_lists_latest_failed_jobs_with_their_error(staff_client, 
         assert f'href="/admin/generation/job/{job.pk}/change/"' in html
 
 
-def test_failures_show_only_the_latest_twenty(user):
+def test_failures_show_only_the_latest_twenty(alice):
     for minutes in range(25):
-        make_job(user, "image_fast", JobStatus.FAILED, error=f"error {minutes}", ended_ago=timedelta(minutes=minutes))
+        make_job(alice, "image_fast", JobStatus.FAILED, error=f"error {minutes}", ended_ago=timedelta(minutes=minutes))
     failures = dashboard.latest_failures()
     assert len(failures) == 20
     assert [f["error"] for f in failures] == [f"error {m}" for m in range(20)]
@@ -321,14 +315,14 @@ def test_failures_show_only_the_latest_twenty(user):
 
 # --- efficiency ------------------------------------------------------------------------------
 
-def test_query_count_does_not_grow_with_jobs(staff_client, user, private_workers):
+def test_query_count_does_not_grow_with_jobs(staff_client, alice, private_workers):
     def count_queries():
         with CaptureQueriesContext(connection) as queries:
             assert staff_client.get("/dashboard/").status_code == 200
         return len(queries)
 
-    make_job(user, "sdxl_image_fast", JobStatus.COMPLETED)
-    make_job(user, "image_fast", JobStatus.FAILED, error="x")
+    make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED)
+    make_job(alice, "image_fast", JobStatus.FAILED, error="x")
     few = count_queries()
     others = [get_user_model().objects.create_user(f"user{i}") for i in range(5)]
     for i in range(60):

@@ -2,21 +2,12 @@
 
 from datetime import timedelta
 
-import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from PIL import Image as PILImage
 
 from generation import storage, submission, tasks
 from generation.models import Image, Job, JobStatus
 from generation.worker import images, runtime
-
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("dave")
 
 
 def make_job(user, job_type="sdxl_image_fast", **kwargs):
@@ -39,8 +30,8 @@ def render(colors):
     return generate
 
 
-def test_completed_job_gets_rows_files_and_timings(user):
-    job = make_job(user, num_images=3, seed=10)
+def test_completed_job_gets_rows_files_and_timings(alice):
+    job = make_job(alice, num_images=3, seed=10)
     runtime.run(job.pk, "sdxl", render(["red", "green", "blue"]))
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED and job.progress == 1.0 and job.attempts == 1
@@ -48,14 +39,14 @@ def test_completed_job_gets_rows_files_and_timings(user):
     assert set(job.metadata["timings"]) == {"generate", "store"} and job.metadata["sampler"] == "test"
     rows = list(job.images.order_by("image_index"))
     assert [(r.image_index, r.seed, r.image_path) for r in rows] == [
-        (i, 10 + i, f"{user.pk}/{job.pk}_{i}.png") for i in range(3)]
+        (i, 10 + i, f"{alice.pk}/{job.pk}_{i}.png") for i in range(3)]
     backend = storage.get_storage()
     assert all(backend.exists("sdxl-image-fast", r.image_path) for r in rows)
     assert all(backend.exists("sdxl-image-fast", r.thumbnail_path) for r in rows)
 
 
-def test_rerun_of_a_redelivered_task_overwrites_instead_of_duplicating(user):
-    job = make_job(user, num_images=3)
+def test_rerun_of_a_redelivered_task_overwrites_instead_of_duplicating(alice):
+    job = make_job(alice, num_images=3)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.PROCESSING)  # its first worker died mid-job
     runtime.run(job.pk, "sdxl", render(["red", "green", "blue"]))
     job.refresh_from_db()
@@ -65,8 +56,8 @@ def test_rerun_of_a_redelivered_task_overwrites_instead_of_duplicating(user):
     assert Image.objects.filter(job=job).count() == 3
 
 
-def test_exception_in_generate_fails_the_job_readably(user):
-    job = make_job(user)
+def test_exception_in_generate_fails_the_job_readably(alice):
+    job = make_job(alice)
 
     def broken(run):
         run.metadata["reached"] = True
@@ -79,8 +70,8 @@ def test_exception_in_generate_fails_the_job_readably(user):
     assert job.metadata["reached"] is True and "generate" in job.metadata["timings"]
 
 
-def test_job_error_message_is_shown_as_is(user):
-    job = make_job(user)
+def test_job_error_message_is_shown_as_is(alice):
+    job = make_job(alice)
 
     def refuse(run):
         raise runtime.JobError("The image came out black (NaN values); nothing was stored.")
@@ -90,8 +81,8 @@ def test_job_error_message_is_shown_as_is(user):
     assert job.error_message == "The image came out black (NaN values); nothing was stored."
 
 
-def test_cancel_while_running_stops_at_the_next_step(user):
-    job = make_job(user, num_images=3)
+def test_cancel_while_running_stops_at_the_next_step(alice):
+    job = make_job(alice, num_images=3)
     steps = []
 
     def generate(run):
@@ -108,17 +99,17 @@ def test_cancel_while_running_stops_at_the_next_step(user):
     assert not Image.objects.filter(job=job).exists()
 
 
-def test_cancelled_queued_job_is_skipped(user):
-    job = make_job(user)
+def test_cancelled_queued_job_is_skipped(alice):
+    job = make_job(alice)
     submission.cancel(job)
     called = []
     runtime.run(job.pk, "sdxl", lambda run: called.append(1) or [])
     assert called == [] and Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
 
 
-def test_progress_is_written_while_running(user, settings):
+def test_progress_is_written_while_running(alice, settings):
     settings.PROGRESS_INTERVAL = 0
-    job = make_job(user)
+    job = make_job(alice)
     seen = []
 
     def generate(run):
@@ -131,9 +122,9 @@ def test_progress_is_written_while_running(user, settings):
     assert seen == [(1, 4, 0.25), (2, 4, 0.5), (3, 4, 0.75), (4, 4, 1.0)]
 
 
-def test_stalled_processing_jobs_are_failed_by_housekeeping(user):
-    stuck = make_job(user)
-    fresh = make_job(user)
+def test_stalled_processing_jobs_are_failed_by_housekeeping(alice):
+    stuck = make_job(alice)
+    fresh = make_job(alice)
     long_ago = timezone.now() - timedelta(seconds=stuck.type.hard_time_limit() + tasks.GRACE_SECONDS + 5)
     Job.objects.filter(pk=stuck.pk).update(status=JobStatus.PROCESSING, started_at=long_ago)
     Job.objects.filter(pk=fresh.pk).update(status=JobStatus.PROCESSING, started_at=timezone.now())
@@ -144,8 +135,8 @@ def test_stalled_processing_jobs_are_failed_by_housekeeping(user):
     assert fresh.status == JobStatus.PROCESSING
 
 
-def test_retry_creates_a_new_job_pointing_back(user, django_capture_on_commit_callbacks):
-    job = make_job(user, num_images=3, seed=99, negative_prompt="blurry")
+def test_retry_creates_a_new_job_pointing_back(alice, django_capture_on_commit_callbacks):
+    job = make_job(alice, num_images=3, seed=99, negative_prompt="blurry")
     Job.move(job.pk, JobStatus.FAILED, error_message="boom")
     with django_capture_on_commit_callbacks(execute=True) as sent:
         new = submission.retry(Job.objects.get(pk=job.pk))

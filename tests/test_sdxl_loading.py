@@ -22,8 +22,8 @@ MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
 @pytest.fixture(scope="session")
-def folder(models_dir):
-    return models_dir["sdxl"]
+def folder(tiny_models):
+    return tiny_models["sdxl"]
 
 
 @pytest.fixture(scope="session")
@@ -148,17 +148,17 @@ def test_missing_paths(tmp_path, single_file, folder):
     expect_error(single_file, tmp_path / "nope", f"SDXL_CONFIG_PATH={tmp_path / 'nope'}: no such folder")
 
 
-def test_folders_that_are_not_sdxl(tmp_path, models_dir, single_file):
-    wan = models_dir["wan"]
+def test_folders_that_are_not_sdxl(tmp_path, tiny_models, single_file):
+    wan = tiny_models["wan"]
     expect_error(wan, None, f"SDXL_MODEL_PATH={wan}: model_index.json describes 'WanPipeline'",
                  "not an SDXL pipeline")
     expect_error(single_file, wan, f"SDXL_CONFIG_PATH={wan}: model_index.json describes 'WanPipeline'")
     expect_error(tmp_path, None, f"SDXL_MODEL_PATH={tmp_path}: not a diffusers pipeline folder (no model_index.json)")
 
 
-def test_incomplete_folders(tmp_path, models_dir, configs_only):
+def test_incomplete_folders(tmp_path, tiny_models, configs_only):
     refiner = tmp_path / "refiner"
-    shutil.copytree(models_dir["sdxl"], refiner)
+    shutil.copytree(tiny_models["sdxl"], refiner)
     index = json.loads((refiner / "model_index.json").read_text())
     index.update(_class_name="StableDiffusionXLImg2ImgPipeline", text_encoder=[None, None], tokenizer=[None, None])
     (refiner / "model_index.json").write_text(json.dumps(index))
@@ -191,7 +191,7 @@ def run_worker(env, timeout=90):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path):
+def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path, tiny_models):
     from helpers import worker_env
 
     status, output = run_worker(worker_env(SDXL_MODEL_PATH=tmp_path / "missing", SDXL_CONFIG_PATH=""))
@@ -213,11 +213,11 @@ def test_worker_with_truncated_weights_stops_at_start(tmp_path, folder):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_that_cannot_load_its_models_stops(tmp_path, folder, models_dir):
+def test_worker_that_cannot_load_its_models_stops(tmp_path, folder, tiny_models):
     """What the start check cannot see (here: an IP-Adapter for another UNet) stops the worker too."""
     from helpers import worker_env
 
     status, output = run_worker(worker_env(SDXL_MODEL_PATH=folder, SDXL_CONFIG_PATH=folder,
-                                           SDXL_IP_ADAPTER_PATH=models_dir["wan"]))
+                                           SDXL_IP_ADAPTER_PATH=tiny_models["wan"]))
     assert "could not load the sdxl models; stopping the worker" in output
     assert "Cold shutdown" in output and "sdxl.generate" not in output.split("Cold shutdown")[1]

@@ -2,10 +2,10 @@
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
@@ -15,12 +15,10 @@ from generation.submission import build_job, cancel
 from generation.worker import pipelines, runtime
 from sdxl_tasks import devmodel, pipeline
 
-pytestmark = pytest.mark.django_db
-
 
 @pytest.fixture(scope="session")
-def sdxl_model(models_dir):
-    return models_dir["sdxl"]
+def sdxl_model(tiny_models):
+    return tiny_models["sdxl"]
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +30,6 @@ def sdxl_settings(settings, tmp_path):
     storage._storage.cache_clear()
     yield
     storage._storage.cache_clear()
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("painter", password="secret-password")
 
 
 def make_job(user, prompt="a red house by the sea", **kwargs):
@@ -60,8 +53,8 @@ def pixels(image):
     return np.asarray(PILImage.open(io.BytesIO(stored_bytes(image))).convert("RGB"), dtype=np.int16)
 
 
-def test_job_renders_all_images_in_one_batch(user):
-    job = run_job(make_job(user))
+def test_job_renders_all_images_in_one_batch(alice, tiny_models):
+    job = run_job(make_job(alice))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert (job.width, job.height, job.steps) == (64, 64, 3)  # the dev profile's sizes
@@ -79,8 +72,8 @@ def test_job_renders_all_images_in_one_batch(user):
     assert {"load", "denoise", "generate", "store"} <= set(job.metadata["timings"])
 
 
-def test_png_carries_generation_parameters(user):
-    job = run_job(make_job(user, num_images=1, seed=7))
+def test_png_carries_generation_parameters(alice, tiny_models):
+    job = run_job(make_job(alice, num_images=1, seed=7))
 
     text = PILImage.open(io.BytesIO(stored_bytes(job.images.get()))).info["parameters"]
     lines = text.splitlines()
@@ -90,31 +83,31 @@ def test_png_carries_generation_parameters(user):
                         "Model: sdxl-tiny, Job type: sdxl_image_fast")
 
 
-def test_same_seed_gives_identical_pixels(user):
-    first = run_job(make_job(user))
-    second = run_job(make_job(user))
+def test_same_seed_gives_identical_pixels(alice, tiny_models):
+    first = run_job(make_job(alice))
+    second = run_job(make_job(alice))
 
     for a, b in zip(first.images.order_by("image_index"), second.images.order_by("image_index"), strict=True):
         assert np.array_equal(pixels(a), pixels(b))
 
 
-def test_each_image_can_be_regenerated_alone_with_its_seed(user):
-    batch = list(run_job(make_job(user, seed=123)).images.order_by("image_index"))
+def test_each_image_can_be_regenerated_alone_with_its_seed(alice, tiny_models):
+    batch = list(run_job(make_job(alice, seed=123)).images.order_by("image_index"))
 
     for i in (0, 2):
-        alone = run_job(make_job(user, num_images=1, seed=123 + i)).images.get()
+        alone = run_job(make_job(alice, num_images=1, seed=123 + i)).images.get()
         assert alone.seed == batch[i].seed == 123 + i
         assert np.abs(pixels(alone) - pixels(batch[i])).max() <= 2
 
 
-def test_seeds_wrap_at_32_bits(user):
-    job = run_job(make_job(user, seed=2**32 - 2))
+def test_seeds_wrap_at_32_bits(alice, tiny_models):
+    job = run_job(make_job(alice, seed=2**32 - 2))
 
     seeds = job.images.order_by("image_index").values_list("seed", flat=True)
     assert list(seeds) == [2**32 - 2, 2**32 - 1, 0]
 
 
-def test_cancelling_mid_run_leaves_no_images(user, monkeypatch, settings):
+def test_cancelling_mid_run_leaves_no_images(alice, tiny_models, monkeypatch, settings):
     steps_seen = []
     original_step = runtime.JobRun.step
 
@@ -125,7 +118,7 @@ def test_cancelling_mid_run_leaves_no_images(user, monkeypatch, settings):
         return original_step(self, step, total)
 
     monkeypatch.setattr(runtime.JobRun, "step", step)
-    job = run_job(make_job(user))
+    job = run_job(make_job(alice))
 
     assert job.status == JobStatus.CANCELLED
     assert steps_seen == [1, 2]  # stopped at the first step after the cancel
@@ -133,7 +126,7 @@ def test_cancelling_mid_run_leaves_no_images(user, monkeypatch, settings):
     assert not list((settings.MEDIA_ROOT / job.type.bucket).rglob(f"*{job.pk}*"))
 
 
-def test_nan_output_fails_the_job_instead_of_storing_black_images(user, monkeypatch):
+def test_nan_output_fails_the_job_instead_of_storing_black_images(alice, tiny_models, monkeypatch):
     import torch
 
     pipe, _ = pipeline.load()
@@ -143,7 +136,7 @@ def test_nan_output_fails_the_job_instead_of_storing_black_images(user, monkeypa
         return (torch.full((n, 3, h * 2, w * 2), float("nan")),)  # the tiny VAE upsamples by 2
 
     monkeypatch.setattr(pipe.vae, "decode", broken_decode)
-    job = run_job(make_job(user))
+    job = run_job(make_job(alice))
 
     assert job.status == JobStatus.FAILED
     assert "NaN" in job.error_message
@@ -156,12 +149,12 @@ def upload_reference(user):
     return references.save_reference(user, SimpleUploadedFile("ref.png", buffer.getvalue()))
 
 
-def test_composition_reference_runs_img2img(user):
-    reference = upload_reference(user)
+def test_composition_reference_runs_img2img(alice, tiny_models):
+    reference = upload_reference(alice)
 
-    job = run_job(make_job(user, reference_image=reference, reference_type="composition",
+    job = run_job(make_job(alice, reference_image=reference, reference_type="composition",
                            reference_strength=0.7))
-    plain = run_job(make_job(user))
+    plain = run_job(make_job(alice))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert job.metadata["pipeline"] == "img2img"
@@ -174,12 +167,12 @@ def test_composition_reference_runs_img2img(user):
     assert "Denoising strength: 0.3" in PILImage.open(io.BytesIO(stored_bytes(rows[0]))).info["parameters"]
 
 
-def test_unusable_reference_fails_the_job_with_a_reason(user, settings):
-    deleted = make_job(user, reference_image=upload_reference(user), reference_type="composition")
+def test_unusable_reference_fails_the_job_with_a_reason(alice, tiny_models, settings):
+    deleted = make_job(alice, reference_image=upload_reference(alice), reference_type="composition")
     deleted.reference_image.delete()
     deleted = run_job(deleted)
     settings.SDXL_IP_ADAPTER_PATH = ""  # a worker without IP-Adapter weights
-    style = run_job(make_job(user, reference_image=upload_reference(user), reference_type="style"))
+    style = run_job(make_job(alice, reference_image=upload_reference(alice), reference_type="style"))
 
     assert (deleted.status, deleted.error_message) == (
         JobStatus.FAILED, "The reference image was deleted before the job ran.")
@@ -188,14 +181,14 @@ def test_unusable_reference_fails_the_job_with_a_reason(user, settings):
 
 
 @pytest.mark.parametrize("reference_type", ["style", "character"])
-def test_ip_adapter_references_condition_the_images(user, reference_type):
-    reference = upload_reference(user)
-    plain = run_job(make_job(user))
-    guided = run_job(make_job(user, reference_image=reference, reference_type=reference_type,
+def test_ip_adapter_references_condition_the_images(alice, tiny_models, reference_type):
+    reference = upload_reference(alice)
+    plain = run_job(make_job(alice))
+    guided = run_job(make_job(alice, reference_image=reference, reference_type=reference_type,
                               reference_strength=0.8))
-    weak = run_job(make_job(user, reference_image=reference, reference_type=reference_type,
+    weak = run_job(make_job(alice, reference_image=reference, reference_type=reference_type,
                             reference_strength=0.1))
-    after = run_job(make_job(user))
+    after = run_job(make_job(alice))
 
     assert guided.status == JobStatus.COMPLETED, guided.error_message
     assert guided.metadata["reference"]["type"] == reference_type
@@ -208,18 +201,18 @@ def test_ip_adapter_references_condition_the_images(user, reference_type):
         io.BytesIO(stored_bytes(guided.images.get(image_index=0)))).info["parameters"]
 
 
-def test_style_and_character_differ(user):
-    reference = upload_reference(user)
-    style = run_job(make_job(user, reference_image=reference, reference_type="style", reference_strength=1.0))
-    character = run_job(make_job(user, reference_image=reference, reference_type="character",
+def test_style_and_character_differ(alice, tiny_models):
+    reference = upload_reference(alice)
+    style = run_job(make_job(alice, reference_image=reference, reference_type="style", reference_strength=1.0))
+    character = run_job(make_job(alice, reference_image=reference, reference_type="character",
                                  reference_strength=1.0))
     assert not np.array_equal(pixels(style.images.get(image_index=0)), pixels(character.images.get(image_index=0)))
 
 
-def test_out_of_memory_retries_in_smaller_batches(user, monkeypatch):
+def test_out_of_memory_retries_in_smaller_batches(alice, tiny_models, monkeypatch):
     import torch
 
-    normal = run_job(make_job(user, num_images=6, seed=50))
+    normal = run_job(make_job(alice, num_images=6, seed=50))
     real_call = pipeline.call
     tried = []
 
@@ -230,7 +223,7 @@ def test_out_of_memory_retries_in_smaller_batches(user, monkeypatch):
         return real_call(pipe, kwargs, chunk_seeds, callback)
 
     monkeypatch.setattr(pipeline, "call", small_gpu)
-    job = run_job(make_job(user, num_images=6, seed=50))
+    job = run_job(make_job(alice, num_images=6, seed=50))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert tried == [6, 3, 3]
@@ -241,22 +234,22 @@ def test_out_of_memory_retries_in_smaller_batches(user, monkeypatch):
         assert a.seed == b.seed and np.abs(pixels(a) - pixels(b)).max() <= 2
 
 
-def test_out_of_memory_for_one_image_fails_clearly(user, monkeypatch):
+def test_out_of_memory_for_one_image_fails_clearly(alice, tiny_models, monkeypatch):
     import torch
 
     def no_gpu_memory(pipe, kwargs, chunk_seeds, callback):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
     monkeypatch.setattr(pipeline, "call", no_gpu_memory)
-    job = run_job(make_job(user, num_images=6))
+    job = run_job(make_job(alice, num_images=6))
 
     assert job.status == JobStatus.FAILED
     assert job.error_message == "The GPU ran out of memory even for one 64×64 image."
     assert [entry["batch"] for entry in job.metadata["out_of_memory"]] == [6, 3, 1]
 
 
-def test_impossible_parameters_fail_fast(user):
-    job = make_job(user, num_images=1)
+def test_impossible_parameters_fail_fast(alice, tiny_models):
+    job = make_job(alice, num_images=1)
     Job.objects.filter(pk=job.pk).update(width=66)
     job = run_job(job)
     assert job.status == JobStatus.FAILED
@@ -297,11 +290,11 @@ def test_load_publishes_what_it_loaded_and_survives_a_redis_error(monkeypatch, s
     assert pipeline.load() is not loaded
 
 
-def test_task_runs_the_job_in_process(user):
+def test_task_runs_the_job_in_process(alice, tiny_models):
     from sdxl_tasks import tasks
 
     assert tasks.generate.name == "sdxl.generate"
-    job = make_job(user, num_images=1)
+    job = make_job(alice, num_images=1)
     tasks.generate(str(job.pk))
 
     assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
@@ -317,3 +310,11 @@ def test_dev_model_tokenizer_serves_the_web_tier(sdxl_model):
     assert devmodel.UNK not in encoding.tokens
     assert max(tokenizer.get_vocab().values()) < devmodel.VOCAB_SIZE
     assert not [p for p in sdxl_model.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_tests_without_the_model_read_its_tokenizer(sdxl_model, settings):
+    """conftest writes the tokenizer alone for the tests that do not build the tiny models."""
+    light = negative_prompts.load_tokenizer(settings.SDXL_TOKENIZER_PATH)
+    assert light[1] == negative_prompts.load_tokenizer(str(sdxl_model / "tokenizer"))[1] == 77
+    assert (sdxl_model / "tokenizer" / "tokenizer.json").read_bytes() == (
+        Path(settings.SDXL_TOKENIZER_PATH) / "tokenizer.json").read_bytes()

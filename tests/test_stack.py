@@ -5,7 +5,6 @@ import time
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
 from helpers import Stack, worker_env
 from rest_framework.authtoken.models import Token
 
@@ -24,9 +23,8 @@ def answers(url, **kwargs):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_make_run_stack_serves_jobs_and_flower_sees_both_pools(tmp_path, worker_processes):
-    user = get_user_model().objects.create_user("frank", password="pw-frank-123")
-    token = Token.objects.create(user=user).key
+def test_make_run_stack_serves_jobs_and_flower_sees_both_pools(tmp_path, worker_processes, alice):
+    token = Token.objects.create(user=alice).key
     web, flower = free_port(), free_port()
     # Its own Redis database, so the session's workers do not take this stack's tasks.
     redis_url = worker_env()["REDIS_URL"].rsplit("/", 1)[0] + "/1"

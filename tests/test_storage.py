@@ -90,10 +90,9 @@ def test_local_storage_refuses_paths_outside_its_root(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_stores_its_files_in_minio(s3_endpoint, tmp_path, settings):
+def test_a_worker_stores_its_files_in_minio(s3_endpoint, tmp_path, settings, tiny_models, alice):
     """A real SDXL worker configured for MinIO writes the PNG and thumbnail there."""
     from celery import current_app
-    from django.contrib.auth import get_user_model
     from helpers import Stack, worker_env
 
     from generation import submission
@@ -105,8 +104,7 @@ def test_a_worker_stores_its_files_in_minio(s3_endpoint, tmp_path, settings):
     broker = worker_env()["REDIS_URL"].rsplit("/", 1)[0] + "/2"
     stack = Stack(["sdxl"], worker_env(REDIS_URL=broker, **minio_env), tmp_path / "worker.log")
     try:
-        user = get_user_model().objects.create_user("minio-user")
-        job = submission.build_job(user, "sdxl_image_fast", "a harbour", num_images=3, seed=1)
+        job = submission.build_job(alice, "sdxl_image_fast", "a harbour", num_images=3, seed=1)
         job.save()
         with current_app.connection_for_write(broker) as connection:
             current_app.send_task(job.type.task, args=[str(job.pk)], queue=job.queue, connection=connection)
@@ -117,7 +115,7 @@ def test_a_worker_stores_its_files_in_minio(s3_endpoint, tmp_path, settings):
     backend = storage.MinioStorage(s3_endpoint, "testing", "testing-secret", secure=False, region="us-east-1",
                                    prefix="e2e-")
     names = sorted(o.object_name for o in backend.client.list_objects("e2e-sdxl-image-fast", recursive=True))
-    assert names == sorted([f"{user.pk}/{job.pk}_{i}{ext}" for i in range(3) for ext in (".png", ".thumb.webp")])
+    assert names == sorted([f"{alice.pk}/{job.pk}_{i}{ext}" for i in range(3) for ext in (".png", ".thumb.webp")])
     image = Image.objects.get(job=job, image_index=2)
     with urllib.request.urlopen(backend.url(image.bucket, image.image_path, 60)) as response:
         assert response.read().startswith(b"\x89PNG")

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
@@ -18,21 +17,15 @@ from generation.models import Job, JobStatus, Video
 from generation.submission import build_job
 from generation.worker import pipelines, runtime
 from generation.worker.model_folders import ModelConfigError
-from wan_tasks import devmodels, i2v, pipeline, tasks
-
-pytestmark = pytest.mark.django_db
+from wan_tasks import i2v, pipeline, tasks
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
 @pytest.fixture(scope="session")
-def i2v_model(models_dir):
-    """The tiny I2V model for the tiny WAN model, cached beside it (the folder name is keyed by the
-    builders' source, so a changed builder rebuilds it)."""
-    path = models_dir.get("wan_i2v", models_dir["wan"].parent / "wan-i2v-tiny")
-    if not path.exists():
-        devmodels.build_wan_i2v(models_dir["wan"], path)
-    return path
+def i2v_model(tiny_models):
+    """The tiny I2V model for the tiny WAN model."""
+    return tiny_models["wan_i2v"]
 
 
 @pytest.fixture(autouse=True)
@@ -50,12 +43,7 @@ def wan_settings(settings, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def user():
-    return get_user_model().objects.create_user("director")
-
-
-@pytest.fixture
-def t2v():
+def t2v(tiny_models):
     return pipeline.get_pipeline()
 
 
@@ -89,7 +77,7 @@ def render_i2v(pipe, job):
     return render(pipe, job, **i2v.i2v_kwargs(job, pipelines.reference_picture(job), pipe))
 
 
-def test_dev_model_shares_the_text_to_video_weights(i2v_model, models_dir):
+def test_dev_model_shares_the_text_to_video_weights(i2v_model, tiny_models):
     index = json.loads((i2v_model / "model_index.json").read_text())
     assert index["_class_name"] == "WanImageToVideoPipeline"
     transformer = json.loads((i2v_model / "transformer" / "config.json").read_text())
@@ -97,8 +85,8 @@ def test_dev_model_shares_the_text_to_video_weights(i2v_model, models_dir):
     assert transformer["in_channels"] == 36 and transformer["image_dim"] == encoder["hidden_size"]
     for name in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                  "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"):
-        assert (i2v_model / name).read_bytes() == (models_dir["wan"] / name).read_bytes(), name
-    assert i2v.check_i2v_model(i2v_model, models_dir["wan"])["image_dim"] == encoder["hidden_size"]
+        assert (i2v_model / name).read_bytes() == (tiny_models["wan"] / name).read_bytes(), name
+    assert i2v.check_i2v_model(i2v_model, tiny_models["wan"])["image_dim"] == encoder["hidden_size"]
 
 
 def test_loading_shares_text_encoder_tokenizer_and_vae(t2v, i2v_model):
@@ -121,12 +109,12 @@ def test_loading_shares_text_encoder_tokenizer_and_vae(t2v, i2v_model):
     assert i2v.get_i2v(reloaded, i2v_model).vae is reloaded.vae  # follows a reloaded T2V pipeline
 
 
-def test_render_is_a_finite_video_and_deterministic_per_seed(user, i2v_pipe):
-    job = video_job(user)
+def test_render_is_a_finite_video_and_deterministic_per_seed(alice, i2v_pipe):
+    job = video_job(alice)
     assert (job.width, job.height, job.frames, job.steps) == (32, 48, 9, 5)  # video_fast, dev profile
 
     first, again = render_i2v(i2v_pipe, job), render_i2v(i2v_pipe, job)
-    other = render_i2v(i2v_pipe, video_job(user, seed=8))
+    other = render_i2v(i2v_pipe, video_job(alice, seed=8))
 
     assert first.shape == (9, 48, 32, 3) and np.isfinite(first).all()
     assert first.min() >= 0 and first.max() <= 1 and first.std() > 0
@@ -134,11 +122,11 @@ def test_render_is_a_finite_video_and_deterministic_per_seed(user, i2v_pipe):
     assert not np.array_equal(first, other)
 
 
-def test_reference_conditions_the_render(user, t2v, i2v_pipe):
+def test_reference_conditions_the_render(alice, t2v, i2v_pipe):
     """A random tiny model draws nothing like its reference (its first frame is no closer to a red
     reference than a text-to-video render is), so this checks what does hold: the reference reaches
     the transformer through both WAN 2.1 I2V paths, and changing it changes the video."""
-    red, blue = video_job(user, RED), video_job(user, BLUE)
+    red, blue = video_job(alice, RED), video_job(alice, BLUE)
     inputs = []
 
     def capture(module, args, kwargs):
@@ -176,12 +164,12 @@ def test_reference_conditions_the_render(user, t2v, i2v_pipe):
     assert not torch.allclose(expected, i2v_pipe.encode_image(pipelines.reference_picture(blue), torch.device("cpu")))
 
 
-def test_reference_frame_is_read_from_storage_and_center_cropped(user):
+def test_reference_frame_is_read_from_storage_and_center_cropped(alice):
     wide = PILImage.new("RGB", (96, 48), BLUE)  # blue | red | green thirds
     wide.paste(RED, (32, 0, 64, 48))
     wide.paste((0, 255, 0), (64, 0, 96, 48))
-    job = video_job(user)
-    job.reference_image = upload(user, wide)
+    job = video_job(alice)
+    job.reference_image = upload(alice, wide)
 
     frame = pipelines.reference_picture(job)
 
@@ -190,8 +178,8 @@ def test_reference_frame_is_read_from_storage_and_center_cropped(user):
     assert np.abs(pixels[:, 2:-2] - RED).max() <= 8  # the middle third, not a squeezed whole
 
 
-def test_deleted_reference_fails_with_a_message(user):
-    job = video_job(user)
+def test_deleted_reference_fails_with_a_message(alice):
+    job = video_job(alice)
     job.reference_image.delete()
     job.refresh_from_db()
 
@@ -200,8 +188,8 @@ def test_deleted_reference_fails_with_a_message(user):
         pipelines.reference_picture(job)
 
 
-def test_i2v_kwargs(user, i2v_pipe):
-    job = video_job(user)
+def test_i2v_kwargs(alice, i2v_pipe):
+    job = video_job(alice)
     frame = pipelines.reference_picture(job)
     assert i2v.i2v_kwargs(job, frame, i2v_pipe) == {"image": frame}
 
@@ -214,7 +202,7 @@ def test_i2v_kwargs(user, i2v_pipe):
     job.width = 32
     with pytest.raises(runtime.JobError, match="not the job's 32×48"):
         i2v.i2v_kwargs(job, frame.resize((48, 32)))
-    image_job = video_job(user, job_type="image_fast")
+    image_job = video_job(alice, job_type="image_fast")
     with pytest.raises(runtime.JobError, match="image_fast does not take a reference image"):
         i2v.i2v_kwargs(image_job, pipelines.reference_picture(image_job))
 
@@ -229,8 +217,8 @@ def edited_copy(source, target, component=None, **changes):
     return target
 
 
-def test_check_i2v_model_names_the_variable_and_the_problem(i2v_model, models_dir, tmp_path):
-    t2v = models_dir["wan"]
+def test_check_i2v_model_names_the_variable_and_the_problem(i2v_model, tiny_models, tmp_path):
+    t2v = tiny_models["wan"]
 
     def error(path, t2v_path=None):
         with pytest.raises(ModelConfigError) as info:
@@ -244,7 +232,7 @@ def test_check_i2v_model_names_the_variable_and_the_problem(i2v_model, models_di
     assert "no model_index.json" in error(tmp_path)
     message = error(t2v)
     assert "'WanPipeline' (a text-to-video model" in message and "WanImageToVideoPipeline" in message
-    assert "no model_index.json" in error(models_dir["enhancer"])  # a transformers model, not a pipeline
+    assert "no model_index.json" in error(tiny_models["enhancer"])  # a transformers model, not a pipeline
 
     no_encoder = tmp_path / "no-encoder"
     shutil.copytree(i2v_model, no_encoder)
@@ -266,7 +254,7 @@ def test_check_i2v_model_names_the_variable_and_the_problem(i2v_model, models_di
         i2v.load_i2v(pipeline.get_pipeline(), t2v)
 
 
-# The pool: wan_tasks.pipeline.generate and the worker's start, with WAN_I2V_MODEL_PATH set (conftest).
+# The pool: wan_tasks.pipeline.generate and the worker's start, with WAN_I2V_MODEL_PATH set (tiny_models).
 
 
 def run_job(job):
@@ -279,9 +267,9 @@ def stored_video(job):
     return storage.get_storage().get(row.bucket, row.video_path)
 
 
-def test_video_job_with_a_reference_renders_image_to_video(user):
-    job = run_job(video_job(user))
-    plain = build_job(user, "video_fast", "a cat", seed=7)
+def test_video_job_with_a_reference_renders_image_to_video(alice, tiny_models):
+    job = run_job(video_job(alice))
+    plain = build_job(alice, "video_fast", "a cat", seed=7)
     plain.save()
     plain = run_job(plain)
 
@@ -295,18 +283,19 @@ def test_video_job_with_a_reference_renders_image_to_video(user):
     assert stored_video(job) != stored_video(plain)  # same seed and prompt: the reference made the difference
 
 
-def test_reference_jobs_the_pool_cannot_honour_fail_with_a_message(user, settings):
-    image = run_job(video_job(user, job_type="image_fast"))  # submission refuses these; a stale job fails
+def test_reference_jobs_the_pool_cannot_honour_fail_with_a_message(alice, tiny_models, settings):
+    image = run_job(video_job(alice, job_type="image_fast"))  # submission refuses these; a stale job fails
     assert image.status == JobStatus.FAILED
     assert image.error_message == "image_fast does not take a reference image: only video types start from one."
 
     settings.WAN_I2V_MODEL_PATH = ""
-    video = run_job(video_job(user))
+    video = run_job(video_job(alice))
     assert video.status == JobStatus.FAILED and "no image-to-video model (WAN_I2V_MODEL_PATH)" in video.error_message
     assert not Video.objects.filter(job__in=[image, video]).exists()
 
 
-def test_worker_advertises_composition_only_with_an_image_to_video_model(wan_settings, settings, tmp_path):
+def test_worker_advertises_composition_only_with_an_image_to_video_model(wan_settings, settings, tmp_path,
+                                                                         tiny_models):
     pipelines.forget_loaded()
     tasks.load_models()
     settings.WAN_I2V_MODEL_PATH = ""

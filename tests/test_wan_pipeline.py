@@ -7,7 +7,6 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from django.contrib.auth import get_user_model
 from PIL import Image as PILImage
 
 from generation import storage
@@ -15,8 +14,6 @@ from generation.models import Image, Job, JobStatus, Video
 from generation.submission import build_job, cancel
 from generation.worker import pipelines, runtime
 from wan_tasks import devmodels, enhancer, pipeline, tasks, video
-
-pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
@@ -33,11 +30,6 @@ def wan_settings(settings, tmp_path, monkeypatch):
     storage._storage.cache_clear()
     yield published
     storage._storage.cache_clear()
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("director")  # no password: hashing one costs 0.3 s
 
 
 def make_job(user, job_type="video_fast", prompt="a cat", seed=7, **kwargs):
@@ -67,8 +59,8 @@ def decode_mp4(data, tmp_path):
         return np.stack([frame for frame in reader.iter_data()]), reader.get_meta_data()
 
 
-def test_video_job_stores_an_h264_mp4(user, tmp_path):
-    job = run_job(make_job(user))
+def test_video_job_stores_an_h264_mp4(alice, tiny_models, tmp_path):
+    job = run_job(make_job(alice))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert (job.width, job.height, job.frames, job.steps) == (32, 48, 9, 5)  # the dev profile
@@ -83,15 +75,15 @@ def test_video_job_stores_an_h264_mp4(user, tmp_path):
     assert (row.fps, row.frame_count, row.duration, row.width, row.height) == (16, 9, 0.5625, 32, 48)
     assert row.metadata["codec"] == "h264" and row.size_bytes == len(data)
     assert storage.get_storage().exists(row.bucket, row.thumbnail_path)
-    assert row.bucket == "video-fast" and row.video_path == f"{user.pk}/{job.pk}.mp4"
+    assert row.bucket == "video-fast" and row.video_path == f"{alice.pk}/{job.pk}.mp4"
     assert {key: job.metadata[key] for key in ("model", "sampler", "device", "dtype")} == {
         "model": "wan-tiny", "sampler": "UniPC", "device": "cpu", "dtype": "float32"}
     assert {"load", "denoise", "encode", "generate", "store"} <= set(job.metadata["timings"])
     assert "enhancement" not in job.metadata and job.enhanced_prompt == ""
 
 
-def test_image_job_stores_one_png_with_parameters(user):
-    job = run_job(make_job(user, "image_fast", negative_prompt="blurry"))
+def test_image_job_stores_one_png_with_parameters(alice, tiny_models):
+    job = run_job(make_job(alice, "image_fast", negative_prompt="blurry"))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     (row,) = Image.objects.filter(job=job)
@@ -101,18 +93,18 @@ def test_image_job_stores_one_png_with_parameters(user):
         "a cat\nNegative prompt: blurry\n"
         "Steps: 5, Sampler: UniPC, CFG scale: 6.5, Seed: 7, Size: 32x48, Model: wan-tiny, "
         "Job type: image_fast")
-    assert row.seed == 7 and row.image_path == f"{user.pk}/{job.pk}_0.png"
+    assert row.seed == 7 and row.image_path == f"{alice.pk}/{job.pk}_0.png"
 
 
-def test_same_seed_gives_identical_pixels(user):
-    first, second, other = (run_job(make_job(user, "image_fast", seed=seed)) for seed in (7, 7, 8))
+def test_same_seed_gives_identical_pixels(alice, tiny_models):
+    first, second, other = (run_job(make_job(alice, "image_fast", seed=seed)) for seed in (7, 7, 8))
 
     assert np.array_equal(png_pixels(first.images.get()), png_pixels(second.images.get()))
     assert not np.array_equal(png_pixels(first.images.get()), png_pixels(other.images.get()))
 
 
-def test_enhanced_job_records_original_and_enhanced_prompt(user):
-    job = run_job(make_job(user, "image7b_fast_enhanced"))
+def test_enhanced_job_records_original_and_enhanced_prompt(alice, tiny_models):
+    job = run_job(make_job(alice, "image7b_fast_enhanced"))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert job.prompt == "a cat" and job.enhanced_prompt not in ("", "a cat")
@@ -124,10 +116,10 @@ def test_enhanced_job_records_original_and_enhanced_prompt(user):
     assert enhancer.enhance("a cat") == job.enhanced_prompt  # greedy: same prompt, same rewrite
 
 
-def test_broken_enhancer_falls_back_to_the_original_prompt(user, settings, tmp_path):
+def test_broken_enhancer_falls_back_to_the_original_prompt(alice, tiny_models, settings, tmp_path):
     settings.ENHANCER_MODEL_PATH = str(tmp_path / "no-such-model")
-    job = run_job(make_job(user, "image7b_fast_enhanced"))
-    plain = run_job(make_job(user, "image_fast"))
+    job = run_job(make_job(alice, "image7b_fast_enhanced"))
+    plain = run_job(make_job(alice, "image_fast"))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert job.enhanced_prompt == ""
@@ -139,7 +131,7 @@ def test_broken_enhancer_falls_back_to_the_original_prompt(user, settings, tmp_p
     assert np.array_equal(png_pixels(job.images.get()), png_pixels(plain.images.get()))
 
 
-def test_empty_enhancement_is_an_error_and_falls_back(user, monkeypatch):
+def test_empty_enhancement_is_an_error_and_falls_back(alice, tiny_models, monkeypatch):
     loaded = enhancer.get_enhancer()
     model, tokenizer = loaded.model, loaded.tokenizer
 
@@ -149,15 +141,15 @@ def test_empty_enhancement_is_an_error_and_falls_back(user, monkeypatch):
     monkeypatch.setattr(model, "generate", says_nothing)
     with pytest.raises(enhancer.EnhancementError, match="no text"):
         enhancer.enhance("a cat")
-    job = run_job(make_job(user, "image7b_fast_enhanced"))
+    job = run_job(make_job(alice, "image7b_fast_enhanced"))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert job.enhanced_prompt == "" and job.metadata["enhancement"]["enhanced"] is None
     assert job.metadata["enhancement"]["error"].startswith("EnhancementError: ")
 
 
-def test_cancelling_mid_run_leaves_the_job_cancelled(user, monkeypatch):
-    job = make_job(user)
+def test_cancelling_mid_run_leaves_the_job_cancelled(alice, tiny_models, monkeypatch):
+    job = make_job(alice)
     original_step = runtime.JobRun.step
 
     def step(self, current, total):
@@ -170,10 +162,10 @@ def test_cancelling_mid_run_leaves_the_job_cancelled(user, monkeypatch):
 
     assert job.status == JobStatus.CANCELLED
     assert job.current_step == 1 and not Video.objects.filter(job=job).exists()
-    assert not storage.get_storage().exists(job.type.bucket, storage.video_name(user.pk, job.pk))
+    assert not storage.get_storage().exists(job.type.bucket, storage.video_name(alice.pk, job.pk))
 
 
-def test_nan_output_fails_the_job(user, monkeypatch):
+def test_nan_output_fails_the_job(alice, tiny_models, monkeypatch):
     pipe = pipeline.get_pipeline()
     decode = pipe.vae.decode
 
@@ -181,23 +173,23 @@ def test_nan_output_fails_the_job(user, monkeypatch):
         return (torch.full_like(decode(*args, **kwargs)[0], float("nan")),)
 
     monkeypatch.setattr(pipe.vae, "decode", overflowing_decode)
-    job = run_job(make_job(user, "image_fast"))
+    job = run_job(make_job(alice, "image_fast"))
 
     assert job.status == JobStatus.FAILED
     assert job.error_message == "The model produced invalid pixels (NaN); nothing was stored."
     assert not Image.objects.filter(job=job).exists()
 
 
-def test_timings_split_enhance_denoise_decode_encode_store(user):
-    job = run_job(make_job(user, "video7b_fast_enhanced"))
+def test_timings_split_enhance_denoise_decode_encode_store(alice, tiny_models):
+    job = run_job(make_job(alice, "video7b_fast_enhanced"))
 
     timings = job.metadata["timings"]
     assert {"load", "enhance", "denoise", "decode", "encode", "generate", "store"} <= set(timings)
     assert all(timings[phase] > 0 for phase in ("enhance", "denoise", "decode", "encode", "store"))
 
 
-def test_out_of_memory_retries_once_with_vae_tiling(user, monkeypatch, tmp_path):
-    normal = run_job(make_job(user))
+def test_out_of_memory_retries_once_with_vae_tiling(alice, tiny_models, monkeypatch, tmp_path):
+    normal = run_job(make_job(alice))
     real_call = pipeline.call
     attempts = []
 
@@ -208,7 +200,7 @@ def test_out_of_memory_retries_once_with_vae_tiling(user, monkeypatch, tmp_path)
         return real_call(run, pipe, kwargs, seed)
 
     monkeypatch.setattr(pipeline, "call", first_call_runs_out)
-    job = run_job(make_job(user))
+    job = run_job(make_job(alice))
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert attempts == [False, True]  # the retry decodes in tiles
@@ -218,29 +210,29 @@ def test_out_of_memory_retries_once_with_vae_tiling(user, monkeypatch, tmp_path)
     assert first[0].shape == again[0].shape
 
 
-def test_out_of_memory_twice_fails_clearly(user, monkeypatch):
+def test_out_of_memory_twice_fails_clearly(alice, tiny_models, monkeypatch):
     def no_memory(run, pipe, kwargs, seed):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
     monkeypatch.setattr(pipeline, "call", no_memory)
-    job = run_job(make_job(user))
+    job = run_job(make_job(alice))
 
     assert job.status == JobStatus.FAILED
     assert job.error_message == ("The GPU ran out of memory rendering 32×48 with 9 frames, even with VAE "
                                  "tiling.")
 
 
-def test_late_steps_can_skip_guidance(user, settings):
+def test_late_steps_can_skip_guidance(alice, tiny_models, settings):
     calls = []
     hook = pipeline.get_pipeline().transformer.register_forward_hook(lambda *args: calls.append(1))
     try:
-        full = run_job(make_job(user, seed=3))
+        full = run_job(make_job(alice, seed=3))
         full_calls = len(calls)
         settings.WAN_GUIDANCE_STOP = 0.6
         calls.clear()
-        cut = run_job(make_job(user, seed=3))
+        cut = run_job(make_job(alice, seed=3))
         cut_calls = len(calls)
-        again = run_job(make_job(user, seed=3))
+        again = run_job(make_job(alice, seed=3))
     finally:
         hook.remove()
 
@@ -261,7 +253,7 @@ def test_enhancer_offload_decision():
     assert not enhancer.should_offload("never", cuda, 1, 14 * gb, 15 * gb, 20 * gb)
 
 
-def test_offloaded_enhancer_goes_back_to_the_cpu_after_each_rewrite(settings):
+def test_offloaded_enhancer_goes_back_to_the_cpu_after_each_rewrite(settings, tiny_models):
     model = enhancer.get_enhancer().model
     try:
         enhancer.place(torch.device("cpu"), offload=True)
@@ -270,24 +262,24 @@ def test_offloaded_enhancer_goes_back_to_the_cpu_after_each_rewrite(settings):
         enhancer.place(torch.device("cpu"), offload=False)
 
 
-def test_wrong_model_paths_are_refused_before_loading(settings, models_dir, tmp_path):
+def test_wrong_model_paths_are_refused_before_loading(settings, tiny_models, tmp_path):
     from django.core.exceptions import ImproperlyConfigured
 
     pipeline.check_models()  # the configured tiny models pass
     for path, message in [(tmp_path / "missing", "no such folder"),
-                          (models_dir["sdxl"], "describes 'StableDiffusionXLPipeline', not WanPipeline")]:
+                          (tiny_models["sdxl"], "describes 'StableDiffusionXLPipeline', not WanPipeline")]:
         settings.WAN_MODEL_PATH = str(path)
         with pytest.raises(ImproperlyConfigured, match=message) as error:
             pipeline.check_models()
         assert str(error.value).startswith("WAN_MODEL_PATH=")
-    settings.WAN_MODEL_PATH = str(models_dir["wan"])
+    settings.WAN_MODEL_PATH = str(tiny_models["wan"])
     settings.ENHANCER_MODEL_PATH = str(tmp_path)
     with pytest.raises(ImproperlyConfigured, match="ENHANCER_MODEL_PATH=.*no config.json"):
         pipeline.check_models()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path):
+def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path, tiny_models):
     import subprocess
     import sys
 
@@ -300,7 +292,7 @@ def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path):
     assert "wan worker not started: WAN_MODEL_PATH=" in result.stdout + result.stderr
 
 
-def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, settings):
+def test_celery_task_renders_and_worker_init_loads_models(alice, tiny_models, wan_settings, settings):
     pipelines.forget_loaded()
     tasks.load_models()
     (info,) = wan_settings
@@ -309,7 +301,7 @@ def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, se
         "enhancer": "enhancer-tiny"}
     assert tasks.generate.name == "wan.generate"
 
-    job = make_job(user, "image_fast")
+    job = make_job(alice, "image_fast")
     tasks.generate(str(job.pk))  # the task body, called directly: no broker involved
     assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
 
@@ -320,7 +312,7 @@ def test_celery_task_renders_and_worker_init_loads_models(user, wan_settings, se
         tasks.load_models()
 
 
-def test_publish_failure_does_not_stop_loading(monkeypatch):
+def test_publish_failure_does_not_stop_loading(monkeypatch, tiny_models):
     def unreachable(info):
         raise ConnectionError("redis is down")
 

@@ -7,17 +7,10 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from django.contrib.auth import get_user_model
 from PIL import Image as PILImage
-from rest_framework.test import APIClient
 
 from generation import job_types
 from generation.models import Image, Job, ReferenceImage, Video
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("carol", password="pw-carol-123")
 
 
 class Jobs:
@@ -51,10 +44,9 @@ class Jobs:
 
 
 @pytest.fixture
-def jobs(user, live_workers):
-    client = APIClient()
-    client.force_authenticate(user)
-    return Jobs(client, live_workers)
+def jobs(alice_api, live_workers):
+    """alice's jobs, run by the live workers."""
+    return Jobs(alice_api, live_workers)
 
 
 @pytest.mark.parametrize("job_type", list(job_types.JOB_TYPES))
@@ -125,8 +117,8 @@ def test_queued_job_cancelled_never_runs_and_queue_is_fifo(jobs):
     assert [j.started_at for j in ran] == sorted(j.started_at for j in ran)
 
 
-def test_worker_failure_ends_failed_with_a_readable_error(jobs, user):
-    missing = ReferenceImage.objects.create(user=user, path=f"{user.pk}/gone.png", content_type="image/png",
+def test_worker_failure_ends_failed_with_a_readable_error(jobs, alice):
+    missing = ReferenceImage.objects.create(user=alice, path=f"{alice.pk}/gone.png", content_type="image/png",
                                             width=8, height=8, size_bytes=1)
     job = jobs.submit(job_type="sdxl_image_fast", prompt="x", reference_image=missing.pk,
                       reference_type="composition")

@@ -6,7 +6,6 @@ from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
@@ -69,23 +68,6 @@ class Page(HTMLParser):
         return json.loads(self.one("script", id="workspace-data")["text"])
 
 
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-def bob():
-    return get_user_model().objects.create_user("bob", password="pw-bob-123")
-
-
-@pytest.fixture
-def client(alice):
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def get_page(client, query=""):
     response = client.get("/" + query)
     assert response.status_code == 200
@@ -107,8 +89,8 @@ def test_login_required():
     assert response["Location"] == "/accounts/login/?next=/"
 
 
-def test_page_renders_the_form_controls(client):
-    page = get_page(client)
+def test_page_renders_the_form_controls(alice_client):
+    page = get_page(alice_client)
     page.one("form", id="job-form")
     page.one("textarea", name="prompt")
     page.one("textarea", name="negative_prompt")
@@ -159,9 +141,9 @@ def test_csrf_token_and_the_api_accepts_it(alice):
 
 
 @pytest.mark.parametrize("job_type", list(job_types.JOB_TYPES))
-def test_prefill_selects_the_controls_of_each_job_type(client, job_type):
+def test_prefill_selects_the_controls_of_each_job_type(alice_client, job_type):
     jt = job_types.get(job_type)
-    page = get_page(client, f"?job_type={job_type}")
+    page = get_page(alice_client, f"?job_type={job_type}")
     assert page.checked("kind") == [jt.kind]
     assert page.checked("model") == [jt.pool]
     assert page.checked("quality") == [jt.quality]
@@ -169,10 +151,10 @@ def test_prefill_selects_the_controls_of_each_job_type(client, job_type):
     assert workspace.type_keys()[workspace.control_key(jt.kind, jt.pool, jt.quality, jt.enhanced)] == job_type
 
 
-def test_prefill_from_the_library_link(client):
+def test_prefill_from_the_library_link(alice_client):
     query = ("?job_type=sdxl_image_high&prompt=%3Cb%3Ecats+%26+dogs%3C%2Fb%3E&negative_prompt=blurry%2C+text"
              "&seed=4294967295&num_images=6&aspect_ratio=9%3A16")
-    response = client.get("/" + query)
+    response = alice_client.get("/" + query)
     assert b"<b>cats" not in response.content  # escaped, not markup
     page = Page(response.content.decode())
     assert page.one("textarea", name="prompt")["text"] == "<b>cats & dogs</b>"
@@ -184,24 +166,25 @@ def test_prefill_from_the_library_link(client):
     assert page.selected("aspect_ratio")[0] == ["9:16"]
 
 
-def test_prefill_falls_back_on_bad_values(client):
-    page = get_page(client, "?job_type=nonsense&seed=-5&num_images=4&aspect_ratio=2:1")
+def test_prefill_falls_back_on_bad_values(alice_client):
+    page = get_page(alice_client, "?job_type=nonsense&seed=-5&num_images=4&aspect_ratio=2:1")
     assert [page.checked(n) for n in ("kind", "model", "quality", "num_images", "seed_mode")] == \
            [["image"], ["sdxl"], ["fast"], ["1"], ["random"]]
     assert page.one("input", name="seed")["value"] == ""
     assert page.selected("aspect_ratio")[0] == ["1:1"]
     # Several images are SDXL only; WAN's own size is portrait; a seed past 2**32-1 is not kept.
-    page = get_page(client, "?job_type=video_fast&num_images=3&seed=4294967296")
+    page = get_page(alice_client, "?job_type=video_fast&num_images=3&seed=4294967296")
     assert page.checked("num_images") == ["1"] and page.checked("seed_mode") == ["random"]
     assert page.selected("aspect_ratio")[0] == ["9:16"]
 
 
-def test_embedded_job_types(client):
-    data = get_page(client).data()
+def test_embedded_job_types(alice_client, settings):
+    settings.SDXL_IP_ADAPTER_PATH = "/models/sdxl-ip-adapter"
+    data = get_page(alice_client).data()
     assert [row["name"] for row in data["job_types"]] == list(job_types.JOB_TYPES)
     sdxl = next(row for row in data["job_types"] if row["name"] == "sdxl_image_fast")
     assert sdxl["num_images"] == [1, 3, 6] and sdxl["expected_seconds"] == 4
-    assert set(sdxl["reference_types"]) == {"style", "composition", "character"}  # the test settings' adapter
+    assert set(sdxl["reference_types"]) == {"style", "composition", "character"}  # an IP-Adapter is configured
     image_fast = next(row for row in data["job_types"] if row["name"] == "image_fast")
     assert image_fast["num_images"] == [1] and image_fast["reference_types"] == []
     assert sorted(data["type_keys"].values()) == sorted(job_types.JOB_TYPES)
@@ -210,10 +193,10 @@ def test_embedded_job_types(client):
                             "library_detail": "/library/KIND/0/"}
 
 
-def test_recent_jobs_are_the_users_own(client, alice, bob):
+def test_recent_jobs_are_the_users_own(alice_client, alice, bob):
     mine = [make_job(alice, f"mine {i}", minutes_ago=i) for i in range(12)]
     theirs = make_job(bob, "not yours")
-    response = client.get("/")
+    response = alice_client.get("/")
     data = Page(response.content.decode()).data()
     assert [job["id"] for job in data["jobs"]] == [str(job.pk) for job in mine[:workspace.RECENT_JOBS]]
     assert str(theirs.pk).encode() not in response.content and b"not yours" not in response.content
@@ -222,36 +205,36 @@ def test_recent_jobs_are_the_users_own(client, alice, bob):
     assert first["expected_generation_seconds"] == 4
 
 
-def test_completed_job_carries_its_images(client, alice):
+def test_completed_job_carries_its_images(alice_client, alice):
     job = make_job(alice, "done", num_images=1, status=JobStatus.COMPLETED)
     Image.objects.create(user=alice, job=job, image_index=0, image_path="a/b.png", thumbnail_path="a/b.webp",
                          seed=job.seed, prompt=job.prompt, bucket=job.type.bucket, quality="fast", format="png",
                          width=64, height=64)
-    data = get_page(client).data()
+    data = get_page(alice_client).data()
     [image] = data["jobs"][0]["images"]
     assert image["seed"] == job.seed
     assert image["url"].startswith("http://testserver/media/") and image["thumbnail_url"]
 
 
-def test_reference_picker_lists_the_users_uploads(client, alice, bob):
+def test_reference_picker_lists_the_users_uploads(alice_client, alice, bob):
     ref = ReferenceImage.objects.create(user=alice, path="alice/ref.png", content_type="image/png", width=40,
                                         height=30, size_bytes=100, original_name="beach.png")
     other = ReferenceImage.objects.create(user=bob, path="bob/ref.png", content_type="image/png", width=40,
                                           height=30, size_bytes=100, original_name="secret.png")
-    page = get_page(client)
+    page = get_page(alice_client)
     assert page.selected("reference_image")[1] == ["", str(ref.pk)]
     option = page.one("option", value=str(ref.pk))
     assert option["text"] == "beach.png · 40×30" and option["data-url"].startswith("http://testserver/media/")
     assert not page.find("option", value=str(other.pk))
 
 
-def test_prefill_selects_the_users_reference_with_its_use_and_strength(client, alice, bob):
+def test_prefill_selects_the_users_reference_with_its_use_and_strength(alice_client, alice, bob):
     refs = [ReferenceImage.objects.create(user=alice, path=f"alice/{i}.png", content_type="image/png", width=40,
                                           height=30, size_bytes=100, original_name=f"{i}.png",
                                           created_at=timezone.now() - timedelta(minutes=i))
             for i in range(workspace.REFERENCE_CHOICES + 1)]
     oldest = refs[-1]  # past the picker's newest 50: listed all the same, since it is asked for
-    page = get_page(client, f"?reference_image={oldest.pk}&reference_type=character&reference_strength=0.4")
+    page = get_page(alice_client, f"?reference_image={oldest.pk}&reference_type=character&reference_strength=0.4")
     selected, listed = page.selected("reference_image")
     assert selected == [str(oldest.pk)] and len(listed) == workspace.REFERENCE_CHOICES + 2
     assert page.selected("reference_type")[0] == ["character"]
@@ -259,7 +242,7 @@ def test_prefill_selects_the_users_reference_with_its_use_and_strength(client, a
 
     theirs = ReferenceImage.objects.create(user=bob, path="bob/ref.png", content_type="image/png", width=40,
                                            height=30, size_bytes=100, original_name="secret.png")
-    page = get_page(client, f"?reference_image={theirs.pk}&reference_type=sideways&reference_strength=7")
+    page = get_page(alice_client, f"?reference_image={theirs.pk}&reference_type=sideways&reference_strength=7")
     assert page.selected("reference_image")[0] == [] and not page.find("option", value=str(theirs.pk))
     assert page.selected("reference_type")[0] == ["style"]
     assert page.one("input", name="reference_strength")["value"] == "0.7"
