@@ -1,0 +1,263 @@
+// The job cards: one per job, newest first, showing its status, queue position, progress, remaining
+// time and, once finished, its results or its error. Cards only move forward (queued → processing →
+// finished), whatever order the answers and events arrive in.
+
+import { api } from "./api.js";
+import { $, el, formatSeconds, timeLabel, typeLabel } from "./dom.js";
+import { problem } from "./errors.js";
+
+const FINISHED = ["completed", "failed", "cancelled"];
+const RANK = { queued: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 };
+
+// root: the cards' container; data: the page data; the buttons on cards call back:
+// onReuseSeed(seed), onUseAsReference(button), onReuseSettings(job).
+export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuseSettings }) {
+  const typesByName = Object.fromEntries(data.job_types.map((t) => [t.name, t]));
+  const jobs = new Map(); // id -> latest job JSON
+
+  const cardFor = (id) => root.querySelector(`.job[data-job-id="${CSS.escape(String(id))}"]`);
+
+  function createCard(job) {
+    const type = typesByName[job.job_type];
+    const card = el("div", { class: "job", dataset: { jobId: job.id, status: job.status } },
+      el("div", { class: "job-head" },
+        el("div", { class: "job-title" },
+          el("div", { class: "job-prompt", title: job.prompt, text: job.prompt }),
+          el("div", { class: "job-meta small muted" })),
+        el("div", { class: "job-actions" },
+          el("button", { type: "button", class: "link small reuse-settings", title: "Fill the form with this job's settings",
+            text: "Reuse settings" }),
+          el("span", { class: `badge ${job.status}`, text: job.status }))),
+      el("div", { class: "job-live" },
+        el("div", { class: "job-live-row" },
+          el("span", { class: "queue-position" }),
+          el("span", { class: "eta small muted" })),
+        el("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" },
+          el("div")),
+        el("div", { class: "job-live-row" },
+          el("span", { class: "steps small muted" }),
+          el("button", { type: "button", class: "secondary small cancel-job", text: "Cancel" }))),
+      el("details", { class: "enhanced-prompt small", hidden: true },
+        el("summary", { text: "Enhanced prompt" }), el("p")),
+      el("div", { class: "error-text", hidden: true }),
+      el("div", { class: "job-note small muted", hidden: true }),
+      el("div", { class: "results" }));
+    card.dataset.kind = type ? type.kind : "";
+    return card;
+  }
+
+  function metaLine(job) {
+    const type = typesByName[job.job_type];
+    const parts = [typeLabel(type)];
+    if (job.num_images > 1) parts.push(`${job.num_images} images`);
+    if (job.aspect_ratio) parts.push(job.aspect_ratio);
+    parts.push(`seed ${job.seed}`);
+    if (job.reference_type) parts.push(`${job.reference_type} reference`);
+    if (job.status === "completed" && job.duration) parts.push(`done in ${formatSeconds(job.duration)}`);
+    const when = timeLabel(job.created_at);
+    if (when) parts.push(when);
+    return parts.join(" · ");
+  }
+
+  // Show `job` (an API answer or a stream event): a new card, or an update of its card.
+  // fresh: just submitted (highlighted); append: the page's initial list, already newest first.
+  function upsert(job, { fresh = false, append = false } = {}) {
+    if (!job || !job.id) return;
+    let card = cardFor(job.id);
+    if (!card) {
+      card = createCard(job);
+      if (append) root.append(card);
+      else insertInOrder(card, job);
+      if (fresh) card.classList.add("fresh");
+    } else {
+      const known = jobs.get(String(job.id));
+      // Answers can cross (a POST answer after a worker's first event): status only moves forward.
+      if (known && (RANK[job.status] < RANK[known.status] || FINISHED.includes(known.status))) return;
+    }
+    jobs.set(String(job.id), job);
+    renderCard(card, job);
+    $("#jobs-empty").hidden = true;
+  }
+
+  // A job just submitted: its card, scrolled to on narrow screens (where the form is above the list).
+  function addNew(job) {
+    upsert(job, { fresh: true });
+    const card = cardFor(job.id);
+    if (card && window.matchMedia("(max-width: 900px)").matches) {
+      card.scrollIntoView({ behavior: "smooth", block: "start" });
+    }
+  }
+
+  // Newest first, whatever order the cards arrive in (the stream also reports older running jobs).
+  function insertInOrder(card, job) {
+    const created = Date.parse(job.created_at) || Date.now();
+    const next = Array.from(root.children).find((other) => {
+      const known = jobs.get(other.dataset.jobId);
+      return known && Date.parse(known.created_at) < created;
+    });
+    root.insertBefore(card, next || null);
+  }
+
+  function renderCard(card, job) {
+    const finished = FINISHED.includes(job.status);
+    card.dataset.status = job.status;
+    $(".job-meta", card).textContent = metaLine(job);
+    const badge = $(".badge", card);
+    badge.className = `badge ${job.status}`;
+    badge.textContent = job.status;
+
+    $(".job-live", card).hidden = finished;
+    const position = $(".queue-position", card);
+    position.textContent = job.status === "queued"
+      ? (job.queue_position ? `Position ${job.queue_position} in queue` : "Waiting in queue") : "";
+    position.hidden = job.status !== "queued";
+
+    let percent = job.total_steps ? (100 * job.current_step) / job.total_steps : 100 * (job.progress || 0);
+    if (job.status === "completed") percent = 100;
+    percent = Math.max(0, Math.min(100, percent));
+    $(".progress > div", card).style.width = `${percent.toFixed(1)}%`;
+    $(".progress", card).setAttribute("aria-valuenow", String(Math.round(percent)));
+    const steps = $(".steps", card);
+    if (job.total_steps && job.status !== "queued") {
+      steps.textContent = `step ${job.current_step} / ${job.total_steps}`;
+    } else if (job.status === "processing") {
+      steps.textContent = typesByName[job.job_type] && typesByName[job.job_type].enhanced
+        ? "Enhancing the prompt…" : "Starting…";
+    } else {
+      steps.textContent = "";
+    }
+    showEta(card, job);
+
+    const cancel = $(".cancel-job", card);
+    if (finished && cancel) cancel.remove();
+
+    const enhanced = $(".enhanced-prompt", card);
+    enhanced.hidden = !job.enhanced_prompt;
+    $("p", enhanced).textContent = job.enhanced_prompt || "";
+
+    const error = $(".error-text", card);
+    error.hidden = job.status !== "failed";
+    error.textContent = job.status === "failed" ? (job.error_message || "The job failed.") : "";
+    const note = $(".job-note", card);
+    note.hidden = job.status !== "cancelled";
+    note.textContent = job.status === "cancelled" ? "Cancelled." : "";
+
+    if (job.status === "completed") renderResults(card, job);
+  }
+
+  function showEta(card, job) {
+    const eta = $(".eta", card);
+    const expected = job.expected_generation_seconds || 0;
+    if (job.status === "queued") {
+      eta.textContent = expected ? `takes about ${formatSeconds(expected)}` : "";
+    } else if (job.status === "processing" && job.started_at) {
+      const elapsed = (Date.now() - Date.parse(job.started_at)) / 1000;
+      const left = expected - Math.max(0, elapsed);
+      eta.textContent = left > 1 ? `about ${formatSeconds(left)} left` : "finishing…";
+    } else {
+      eta.textContent = "";
+    }
+  }
+
+  // Remaining time of running jobs, between updates (main.js calls it every second).
+  function tickEtas() {
+    for (const job of jobs.values()) {
+      if (job.status === "processing") {
+        const card = cardFor(job.id);
+        if (card) showEta(card, job);
+      }
+    }
+  }
+
+  function libraryUrl(kind, id) {
+    return data.urls.library_detail.replace("KIND", kind).replace(/\/0\/$/, `/${id}/`);
+  }
+
+  function reuseButton(seed) {
+    return el("button", { type: "button", class: "secondary small reuse-seed", dataset: { seed: String(seed) },
+      title: `Use seed ${seed} for the next job`, "aria-label": `Reuse seed ${seed}`, text: "Reuse" });
+  }
+
+  function renderResults(card, job) {
+    const results = $(".results", card);
+    if (results.childElementCount) return; // already shown: leave a playing video alone
+    if (job.video) {
+      const video = job.video;
+      results.classList.add("has-video");
+      results.append(el("figure", { class: "result result-wide" },
+        el("video", { class: "result-video", controls: true, preload: "metadata", playsinline: true, loop: true,
+          src: video.url, poster: video.thumbnail_url || null, width: video.width, height: video.height }),
+        el("figcaption", {},
+          el("span", { class: "small muted",
+            text: `${video.width}×${video.height} · ${video.duration ? video.duration.toFixed(1) + " s" : ""}` +
+              `${video.fps ? " · " + video.fps + " fps" : ""} · seed ${job.seed}` }),
+          el("span", { class: "result-actions" },
+            el("a", { class: "small", href: libraryUrl("video", video.id), text: "Details" }),
+            reuseButton(job.seed)))));
+    }
+    for (const image of job.images || []) {
+      const seed = image.seed === null || image.seed === undefined ? job.seed : image.seed;
+      results.append(el("figure", { class: "result" },
+        el("a", { href: image.url, target: "_blank", rel: "noopener", title: "Open full size" },
+          el("img", { class: "result-image", src: image.thumbnail_url || image.url, alt: job.prompt,
+            loading: "lazy", width: image.width, height: image.height })),
+        el("button", { type: "button", class: "secondary small use-reference", dataset: { imageId: String(image.id) },
+          title: "Use this image as the reference image of the next job", text: "Use as reference" }),
+        el("figcaption", {},
+          el("a", { class: "small muted", href: libraryUrl("image", image.id), title: "Details in the Library",
+            text: `seed ${seed}` }),
+          reuseButton(seed))));
+    }
+    if (!results.childElementCount) {
+      results.append(el("div", { class: "small muted", text: "Finished, but no files were recorded." }));
+    }
+  }
+
+  // Ask for a job again; resolves to the answer's status.
+  async function refresh(id) {
+    const { status, data: job } = await api(`${data.urls.jobs}${id}/`);
+    if (status === 200) upsert(job);
+    else if (status === 404) jobs.delete(String(id)); // deleted elsewhere: stop asking
+    return status;
+  }
+
+  const unfinishedIds = () => Array.from(jobs.values()).filter((j) => !FINISHED.includes(j.status)).map((j) => j.id);
+
+  async function cancelJob(card, button) {
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    const id = card.dataset.jobId;
+    const { status, data: job } = await api(`${data.urls.jobs}${id}/cancel/`, { method: "POST" });
+    if (status === 200) {
+      upsert(job);
+      return;
+    }
+    if (status === 409) { // it finished meanwhile: show how
+      await refresh(id);
+      return;
+    }
+    button.disabled = false;
+    button.textContent = "Cancel";
+    const error = $(".error-text", card);
+    error.hidden = false;
+    error.textContent = problem(status, job, "cancel the job");
+  }
+
+  // Clicks on the cards' buttons (main.js attaches it to the container).
+  function onClick(event) {
+    const reuse = event.target.closest("button.reuse-seed");
+    if (reuse) return onReuseSeed(reuse.dataset.seed);
+    const asReference = event.target.closest("button.use-reference");
+    if (asReference) return onUseAsReference(asReference);
+    const cancel = event.target.closest("button.cancel-job");
+    if (cancel) return cancelJob(cancel.closest(".job"), cancel);
+    const settings = event.target.closest("button.reuse-settings");
+    if (settings) {
+      const job = jobs.get(settings.closest(".job").dataset.jobId);
+      if (job) onReuseSettings(job);
+    }
+    return undefined;
+  }
+
+  return { upsert, addNew, refresh, unfinishedIds, tickEtas, onClick, count: () => jobs.size };
+}

@@ -1,0 +1,42 @@
+// The Workspace page: the job form, the negative-prompt preview, reference uploads, and the job cards
+// kept live from the job events stream (server-sent events), with polling as the fallback.
+// Plain JavaScript modules, no build step. Everything goes through the JSON API with the session cookie.
+// This module reads the page's data (generation/web/workspace.py), wires the events and starts.
+
+import { createCards } from "./cards.js";
+import { $ } from "./dom.js";
+import { createErrors } from "./errors.js";
+import { createForm } from "./form.js";
+import { createLive } from "./live.js";
+import { createReferences } from "./references.js";
+import { createWording } from "./wording.js";
+
+const data = JSON.parse($("#workspace-data").textContent);
+const form = $("#job-form");
+const jobsEl = $("#jobs");
+
+const errors = createErrors(form, createWording(data));
+const cards = createCards({
+  root: jobsEl, data,
+  onReuseSeed: (seed) => controls.reuseSeed(seed),
+  onUseAsReference: (button) => references.useAsReference(button),
+  onReuseSettings: (job) => controls.applySettings(job),
+});
+const controls = createForm({ form, data, errors, onCreated: (job) => cards.addNew(job) });
+const references = createReferences({ form, urls: data.urls, errors, onPicked: () => controls.syncControls() });
+const live = createLive(data.urls.events, cards);
+
+form.addEventListener("submit", controls.submit);
+form.addEventListener("change", controls.onChange);
+form.addEventListener("input", controls.onInput);
+form.elements.prompt.addEventListener("keydown", controls.onPromptKeydown);
+$("#reference-upload").addEventListener("change", references.upload);
+jobsEl.addEventListener("click", cards.onClick);
+window.addEventListener("pagehide", live.onPageHide);
+window.addEventListener("pageshow", live.onPageShow);
+setInterval(cards.tickEtas, 1000);
+
+for (const job of data.jobs) cards.upsert(job, { append: true });
+$("#jobs-empty").hidden = cards.count() > 0;
+controls.start();
+live.start();
