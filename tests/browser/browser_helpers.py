@@ -1,6 +1,9 @@
 """Page helpers for the browser tests (named so as not to shadow tests/helpers.py)."""
 
+import json
+import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 from django.conf import settings
 from playwright.sync_api import expect
@@ -117,3 +120,32 @@ def asset_files(asset):
     if asset.thumbnail_path:
         files.append(Path(settings.MEDIA_ROOT) / asset.bucket / asset.thumbnail_path)
     return files
+
+
+def record_api_posts(page):
+    """The page's POST requests to the API from now on (Playwright Request objects, in order)."""
+    posts = []
+    page.on("request", lambda request: posts.append(request)
+            if request.method == "POST" and urlparse(request.url).path.startswith("/api/") else None)
+    return posts
+
+
+def serve_page_data(page, change):
+    """From now on the Workspace ("/") comes with its JSON data (the script's) as change(data) leaves
+    it: a page whose data says otherwise than the server, to see what the script reads from it."""
+
+    def handle(route):
+        response = route.fetch()
+        match = PAGE_DATA.search(response.text())
+        assert match, "the Workspace has no workspace-data script"
+        data = json.loads(match["json"])
+        change(data)
+        text = json.dumps(data).translate(JSON_SCRIPT_ESCAPES)
+        html = response.text()[:match.start("json")] + text + response.text()[match.end("json"):]
+        route.fulfill(response=response, body=html)
+
+    page.route(lambda url: urlparse(url).path == "/", handle)
+
+
+PAGE_DATA = re.compile(r'<script id="workspace-data" type="application/json">(?P<json>.*?)</script>', re.S)
+JSON_SCRIPT_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}  # as json_script writes

@@ -1,17 +1,30 @@
-"""The Workspace form in a real browser: errors next to their fields, controls that follow the job type
-(expected time, quantity, enhance, references), the negative-prompt preview, reference images
-(upload, a previous result, use and strength) and reusing a result's seed."""
+"""The Workspace form in a real browser: errors next to their fields (worded from the API's error codes
+and the page's limits), controls that follow the job type (expected time, quantity, enhance,
+references), the negative-prompt preview, reference images (upload, a previous result, use and
+strength), reusing a result's seed, and the script itself (ES modules, no build step)."""
 
 import io
+import json
+from pathlib import Path
+from urllib.parse import urlparse
 
-from browser_helpers import card, choose, expect_checked, finished_job, submit_job
+from browser_helpers import (
+    card,
+    choose,
+    expect_checked,
+    finished_job,
+    record_api_posts,
+    serve_page_data,
+    submit_job,
+)
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
-from generation import job_types, negative_prompts, storage
+from generation import job_types, negative_prompts, references, storage
 from generation.models import Job, ReferenceImage
 
 FINISH_MS = 90_000
+MODULES = Path(__file__).resolve().parents[2] / "generation" / "static" / "ourvidz" / "workspace"
 
 
 def field_error(page, name):
@@ -30,7 +43,14 @@ def expected(page):
 
 
 # Chromium logs each 400 answer as a console error: the ones these tests provoke are expected.
-BAD_REQUEST = r"status of 400 \(Bad Request\) \(http://[^/]+/api/(jobs|references)/:"
+BAD_REQUEST = r"status of 400 \(Bad Request\) \(http://[^/]+/api/(jobs|references|images/\d+/reference)/:"
+
+
+def assert_asked_for_error_codes(posts):
+    """Each POST asked for coded errors (X-Error-Codes: 1), which the page words itself."""
+    assert posts, "no POST to the API"
+    for request in posts:
+        assert request.all_headers().get("x-error-codes") == "1", (request.url, request.all_headers())
 
 
 def test_errors_show_next_to_their_fields(page, make_user, log_in, screenshot, allow_console_errors):
@@ -108,13 +128,16 @@ def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allo
     allow_console_errors(BAD_REQUEST)
     user = make_user()
     log_in(user)
+    posts = record_api_posts(page)
     picker = page.locator("select[name=reference_image]")  # disabled with its fieldset where unsupported
     expect(picker).to_be_enabled()
 
     page.locator("#reference-upload").set_input_files(
         files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"this is not a picture"}])
-    expect(page.locator("#job-form .field-error[data-field='file']")).to_contain_text("not an image")
+    expect(page.locator("#job-form .field-error[data-field='file']")).to_have_text(
+        "That file is not an image we can read. Upload a PNG, JPEG or WebP picture.")  # code "unreadable"
     assert not ReferenceImage.objects.exists()
+    assert_asked_for_error_codes(posts)
 
     page.locator("#reference-upload").set_input_files(
         files=[{"name": "harbour.png", "mimeType": "image/png", "buffer": png()}])
@@ -135,6 +158,7 @@ def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allo
     job = Job.objects.get(pk=job_id)
     assert (job.reference_image_id, job.reference_type, job.reference_strength) == (ref.pk, "style", 0.5)
     assert job.images.count() == 1
+    assert_asked_for_error_codes(posts)
 
     # Offered only where the pool takes references: not for WAN images; only as the first frame of a video.
     choose(page, "model", "wan")
@@ -148,7 +172,9 @@ def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allo
         expect(reference_types.locator(f"option[value={unavailable}]")).to_be_disabled()
 
 
-def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, live_workers, screenshot):
+def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, live_workers, screenshot,
+                                                      settings, allow_console_errors):
+    allow_console_errors(BAD_REQUEST)
     user = make_user()
     job = finished_job(user, live_workers, job_type="sdxl_image_fast", prompt="a lantern on a table",
                        num_images=3)
@@ -163,6 +189,13 @@ def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, l
 
     result.hover()
     screenshot("result-actions", card(page, job.pk))
+    posts = record_api_posts(page)
+    pixels = settings.REFERENCE_MAX_PIXELS
+    settings.REFERENCE_MAX_PIXELS = 16  # the server refuses it (code "too_many_pixels"), the page says why
+    result.locator("button.use-reference").click()
+    expect(field_error(page, "reference_image")).to_have_text("That image has too many pixels to use as a reference.")
+    assert not ReferenceImage.objects.exists()
+    settings.REFERENCE_MAX_PIXELS = pixels
     result.locator("button.use-reference").click()
     expect(page.locator("#upload-status")).to_have_text("Reference set.")
     ref = ReferenceImage.objects.get(user=user)
@@ -170,3 +203,97 @@ def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, l
     expect(page.locator("select[name=reference_image] option:checked")).to_contain_text("a lantern on a table")
     backend = storage.get_storage()
     assert backend.get(ReferenceImage.BUCKET, ref.path) == backend.get(second.bucket, second.image_path)
+    expect(field_error(page, "reference_image")).to_have_text("")
+    assert_asked_for_error_codes(posts)
+
+
+def test_errors_of_crafted_requests_are_worded_from_their_codes(page, make_user, log_in, allow_console_errors):
+    """What the form cannot ask for (a WAN job with 3 outputs, a style reference for a video) comes back
+    as codes (single_output, unsupported) that the page words from its job types and limits, not the
+    server's messages (which name job types and fields by their identifiers)."""
+    allow_console_errors(BAD_REQUEST)
+    user = make_user()
+    ref = references.store_reference(user, png(), "harbour.png")
+    log_in(user)
+    sent = []
+
+    def craft(route):  # the quantity controls offer a video 1 only
+        body = {**route.request.post_data_json, "num_images": 3}
+        sent.append((route.request.all_headers(), body))
+        route.continue_(post_data=json.dumps(body))
+
+    page.route(lambda url: urlparse(url).path == "/api/jobs/", craft)
+    choose(page, "kind", "video")
+    page.locator("textarea[name=prompt]").fill("waves rolling onto a beach")
+    page.locator("select[name=reference_image]").select_option(str(ref.pk))
+    reference_types = page.locator("select[name=reference_type]")
+    expect(reference_types.locator("option[value=style]")).to_be_disabled()  # so: chosen behind the page's back
+    reference_types.evaluate("select => { select.value = 'style'; }")
+    page.locator("button#submit-job").click()
+    expect(field_error(page, "num_images")).to_have_text(
+        "WAN video · fast makes one video per job; only SDXL types make 3 or 6.")
+    expect(field_error(page, "reference_type")).to_have_text(
+        "Style references are not available for WAN video · fast on this server now; use composition.")
+    expect(page.locator("#form-errors")).to_be_hidden()
+    [(headers, body)] = sent
+    assert headers.get("x-error-codes") == "1"
+    assert (body["job_type"], body["reference_image"], body["reference_type"]) == ("video_fast", ref.pk, "style")
+    assert not Job.objects.exists()
+
+
+def test_too_long_prompt_and_seed_limits_come_from_the_page_data(page, make_user, log_in, allow_console_errors):
+    allow_console_errors(BAD_REQUEST)
+    log_in(make_user())
+    prompt = page.locator("textarea[name=prompt]")
+    expect(page.locator("#prompt-counter")).to_have_text(f"0 / {job_types.PROMPT_MAX_LENGTH}")
+    prompt.evaluate("t => t.removeAttribute('maxlength')")  # the server decides, whatever a browser lets through
+    prompt.fill("a" * (job_types.PROMPT_MAX_LENGTH + 1))
+    page.locator("button#submit-job").click()
+    expect(field_error(page, "prompt")).to_have_text(f"Too long: {job_types.PROMPT_MAX_LENGTH} characters at most.")
+
+    # The numbers are the page data's, not the script's: a page whose data says otherwise says otherwise.
+    serve_page_data(page, lambda data: data["limits"].update(prompt_max_length=1234, max_seed=5678))
+    page.goto("/")
+    expect(page.locator("#prompt-counter")).to_have_text("0 / 1234")
+    prompt.evaluate("t => t.removeAttribute('maxlength')")
+    prompt.fill("a" * (job_types.PROMPT_MAX_LENGTH + 1))
+    choose(page, "seed_mode", "fixed")
+    page.locator("input[name=seed]").fill(str(job_types.MAX_SEED + 1))
+    page.locator("button#submit-job").click()
+    expect(field_error(page, "prompt")).to_have_text("Too long: 1234 characters at most.")
+    expect(field_error(page, "seed")).to_have_text("Must be 5678 or less.")
+    assert not Job.objects.exists()
+
+
+def test_too_large_upload_says_both_sizes(page, make_user, log_in, settings, allow_console_errors):
+    allow_console_errors(BAD_REQUEST)
+    settings.REFERENCE_MAX_BYTES = 300_000  # the page data tells the script the same limit
+    log_in(make_user())
+    posts = record_api_posts(page)
+    page.locator("#reference-upload").set_input_files(
+        files=[{"name": "big.png", "mimeType": "image/png", "buffer": bytes(600_000)}])
+    expect(field_error(page, "file")).to_have_text("That file is too large (0.6 MB); the limit is 0.3 MB.")
+    assert not ReferenceImage.objects.exists()
+    assert_asked_for_error_codes(posts)
+
+
+def test_the_script_runs_as_modules(page, make_user, log_in):
+    """The Workspace loads its script as ES modules from static/ourvidz/workspace/ (no build step): every
+    module there arrives as JavaScript, the old single file is not asked for, and the page comes alive.
+    A module that fails to load or to link shows as a console error, which fails the test too."""
+    answers = {}
+    page.on("response", lambda response: answers.setdefault(
+        urlparse(response.url).path, (response.status, response.headers.get("content-type", ""))))
+    log_in(make_user())
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "sdxl_image_fast")
+    scripts = page.locator("script[src]")
+    assert scripts.evaluate_all("ss => ss.map(s => [s.getAttribute('src'), s.type])") == [
+        ["/static/ourvidz/workspace/main.js", "module"]]
+    assert "/static/ourvidz/workspace.js" not in answers
+    modules = {f"/static/ourvidz/workspace/{path.name}" for path in MODULES.glob("*.js")}
+    assert "/static/ourvidz/workspace/main.js" in modules
+    loaded = {path: answer for path, answer in answers.items() if path.startswith("/static/ourvidz/workspace/")}
+    assert set(loaded) == modules, "every module is used, and only those"
+    for path, (status, content_type) in loaded.items():
+        assert status == 200 and "javascript" in content_type, (path, status, content_type)
