@@ -4,25 +4,10 @@ import io
 import json
 
 import pytest
-from django.contrib.auth import get_user_model
 from PIL import Image as PILImage
-from rest_framework.test import APIClient
 
 from generation import submission
 from generation.models import Image, JobStatus
-
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice_api():
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("alice", password="pw-alice-123"))
-    return client
-
-
-def alice():
-    return get_user_model().objects.get(username="alice")
 
 
 def make_job(user, job_type, status=JobStatus.QUEUED):
@@ -37,9 +22,9 @@ def ids(response):
     return {row["id"] for row in response.json()["results"]}
 
 
-def test_jobs_filter_by_status_job_type_and_queue(alice_api):
-    queued = make_job(alice(), "image_fast")
-    done = make_job(alice(), "sdxl_image_fast", JobStatus.COMPLETED)
+def test_jobs_filter_by_status_job_type_and_queue(alice, alice_api):
+    queued = make_job(alice, "image_fast")
+    done = make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED)
     assert ids(alice_api.get("/api/jobs/?status=completed")) == {str(done.pk)}
     assert ids(alice_api.get("/api/jobs/?job_type=image_fast")) == {str(queued.pk)}
     assert ids(alice_api.get("/api/jobs/?queue=sdxl_queue")) == {str(done.pk)}
@@ -49,16 +34,16 @@ def test_jobs_filter_by_status_job_type_and_queue(alice_api):
 
 @pytest.mark.parametrize("query", ["status=nonsense", "status=queued%00", "job_type=image_fastest",
                                    "queue=gpu_queue"])
-def test_a_bad_job_filter_is_a_400_naming_it(alice_api, query):
-    make_job(alice(), "image_fast")
+def test_a_bad_job_filter_is_a_400_naming_it(alice, alice_api, query):
+    make_job(alice, "image_fast")
     response = alice_api.get(f"/api/jobs/?{query}")
     assert response.status_code == 400
     assert query.split("=")[0] in response.json()
 
 
-def test_images_filter_by_job_type_and_their_jobs_status(alice_api):
-    job = make_job(alice(), "sdxl_image_fast", JobStatus.COMPLETED)
-    image = Image.objects.create(user=alice(), job=job, prompt="a cat", bucket="sdxl-image-fast", image_path="a.png",
+def test_images_filter_by_job_type_and_their_jobs_status(alice, alice_api):
+    job = make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED)
+    image = Image.objects.create(user=alice, job=job, prompt="a cat", bucket="sdxl-image-fast", image_path="a.png",
                                  quality="fast", format="png", width=8, height=8)
     assert ids(alice_api.get("/api/images/?job_type=sdxl_image_fast&status=completed")) == {image.pk}
     assert ids(alice_api.get("/api/images/?job_type=sdxl_image_high")) == set()

@@ -117,7 +117,7 @@ def test_page_renders_the_form_controls(alice_client):
                   "reference_image", "reference_type", "reference_strength", "file"):
         page.one(class_="field-error", data_field=field)
     page.one(id="jobs-empty")
-    page.one("script", src="/static/ourvidz/workspace.js")
+    page.one("script", src="/static/ourvidz/workspace/main.js", type="module")
     page.one("link", href="/static/ourvidz/workspace.css")
 
 
