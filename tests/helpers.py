@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALICE_PASSWORD = "pw-alice-123"
 BOB_PASSWORD = "pw-bob-123"
 CHARLIE_PASSWORD = "pw-charlie-123"
+PASSWORDS = {"alice": ALICE_PASSWORD, "bob": BOB_PASSWORD, "charlie": CHARLIE_PASSWORD}
 
 
 @functools.cache

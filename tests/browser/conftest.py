@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
+from helpers import PASSWORDS
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
-PASSWORD = "pw-browser-test-123"
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +159,6 @@ def screenshot(request, page):
 
 
 @pytest.fixture
-def make_user(transactional_db):
-    def make(username="dana", staff=False):
-        return get_user_model().objects.create_user(username, password=PASSWORD, is_staff=staff)
-    return make
-
-
-@pytest.fixture
 def log_in(page, live_server):
     """log_in(user) opens the Workspace, is sent to the real login form at /accounts/login/, signs in
     there and lands back on the Workspace."""
@@ -176,7 +168,7 @@ def log_in(page, live_server):
         page.wait_for_url(re.compile(re.escape(live_server.url) + r"/accounts/login/\?next=/$"))
         form = page.locator("form:has(#id_username)")
         form.locator("#id_username").fill(user.get_username())
-        form.locator("#id_password").fill(PASSWORD)
+        form.locator("#id_password").fill(PASSWORDS[user.get_username()])
         form.locator("button[type=submit]").click()
         page.wait_for_url(f"{live_server.url}/")
         return page

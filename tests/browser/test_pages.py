@@ -28,8 +28,8 @@ FINISH_MS = 90_000  # a job on the tiny models takes about a second; leave room 
 STATUS_ORDER = {"queued": 0, "processing": 1, "completed": 2}
 
 
-def test_image_job_progress_and_three_results_without_reload(page, make_user, log_in, screenshot):
-    log_in(make_user())
+def test_image_job_progress_and_three_results_without_reload(page, alice, log_in, screenshot):
+    log_in(alice)
     screenshot("workspace")
     choose(page, "kind", "image")
     choose(page, "model", "sdxl")
@@ -66,12 +66,11 @@ def test_image_job_progress_and_three_results_without_reload(page, make_user, lo
     print(f"states seen by the page: {states}")
 
 
-def test_library_detail_and_reuse_settings(page, make_user, log_in, live_workers, screenshot):
-    user = make_user()
-    job = finished_job(user, live_workers, job_type="sdxl_image_fast", prompt="a red fox in the snow",
+def test_library_detail_and_reuse_settings(page, alice, log_in, live_workers, screenshot):
+    job = finished_job(alice, live_workers, job_type="sdxl_image_fast", prompt="a red fox in the snow",
                        num_images=3, seed=4242)
     first = Image.objects.get(job=job, image_index=0)  # its seed is the job's: reuse reproduces it
-    log_in(user)
+    log_in(alice)
 
     page.goto("/library/")
     tiles = page.locator(".tile[data-kind=image]")
@@ -101,8 +100,8 @@ def test_library_detail_and_reuse_settings(page, make_user, log_in, live_workers
     screenshot("workspace-reused")
 
 
-def test_video_job_plays_in_the_page(page, make_user, log_in, screenshot):
-    log_in(make_user())
+def test_video_job_plays_in_the_page(page, alice, log_in, screenshot):
+    log_in(alice)
     choose(page, "kind", "video")
     choose(page, "model", "wan")
     choose(page, "quality", "fast")
@@ -139,9 +138,8 @@ def test_video_job_plays_in_the_page(page, make_user, log_in, screenshot):
     assert (playback["width"], playback["height"]) == (row.width, row.height)
 
 
-def test_cancel_a_queued_job(page, make_user, log_in, live_workers, screenshot):
-    user = make_user()
-    log_in(user)
+def test_cancel_a_queued_job(page, alice, log_in, live_workers, screenshot):
+    log_in(alice)
     page.on("dialog", lambda dialog: dialog.accept())  # should the page ask "are you sure?"
     # An operator stops the WAN worker consuming its queue: the next video job stays queued. (Only that
     # worker: a broadcast add_consumer afterwards would make the SDXL worker take WAN tasks too.)
@@ -167,7 +165,7 @@ def test_cancel_a_queued_job(page, make_user, log_in, live_workers, screenshot):
         app.control.add_consumer("wan_queue", destination=wan, reply=True)
     # The WAN worker consumes its queue again, in order: once a later job has run, the cancelled
     # one's task has been taken off the queue and skipped.
-    later, _ = submission.submit(user, {"job_type": "image_fast", "prompt": "after the cancel"})
+    later, _ = submission.submit(alice, {"job_type": "image_fast", "prompt": "after the cancel"})
     assert live_workers.wait_for_job(later.pk).status == "completed"
     cancelled = Job.objects.get(pk=job_id)
     assert cancelled.status == "cancelled" and cancelled.started_at is None
@@ -177,15 +175,14 @@ def test_cancel_a_queued_job(page, make_user, log_in, live_workers, screenshot):
     expect(card(page, job_id)).to_have_attribute("data-status", "cancelled")
 
 
-def test_delete_an_asset_from_the_library(page, make_user, log_in, live_workers, screenshot, live_server):
-    user = make_user()
-    video_job = finished_job(user, live_workers, job_type="video_fast", prompt="a candle flickering")
-    kept_job = finished_job(user, live_workers, job_type="sdxl_image_fast", prompt="a picture to keep")
+def test_delete_an_asset_from_the_library(page, alice, log_in, live_workers, screenshot, live_server):
+    video_job = finished_job(alice, live_workers, job_type="video_fast", prompt="a candle flickering")
+    kept_job = finished_job(alice, live_workers, job_type="sdxl_image_fast", prompt="a picture to keep")
     video = Video.objects.get(job=video_job)
     kept = Image.objects.get(job=kept_job)
     files = asset_files(video)
     assert all(f.is_file() for f in files), files
-    log_in(user)
+    log_in(alice)
 
     page.goto("/library/")
     video_tile = page.locator(f".tile[data-kind=video][data-id='{video.pk}']")
@@ -215,8 +212,10 @@ def test_delete_an_asset_from_the_library(page, make_user, log_in, live_workers,
     assert all(f.is_file() for f in asset_files(kept))
 
 
-def test_dashboard_for_staff(page, make_user, log_in, live_workers, screenshot):
-    staff = make_user("olga", staff=True)
+def test_dashboard_for_staff(page, charlie, log_in, live_workers, screenshot):
+    staff = charlie  # who runs the service
+    staff.is_staff = True
+    staff.save()
     finished_job(staff, live_workers, job_type="sdxl_image_fast", prompt="a figure for the charts")
     finished_job(staff, live_workers, job_type="image_fast", prompt="another figure")
     log_in(staff)

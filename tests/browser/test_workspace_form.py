@@ -53,9 +53,9 @@ def assert_asked_for_error_codes(posts):
         assert request.all_headers().get("x-error-codes") == "1", (request.url, request.all_headers())
 
 
-def test_errors_show_next_to_their_fields(page, make_user, log_in, screenshot, allow_console_errors):
+def test_errors_show_next_to_their_fields(page, alice, log_in, screenshot, allow_console_errors):
     allow_console_errors(BAD_REQUEST)
-    log_in(make_user())
+    log_in(alice)
     page.locator("button#submit-job").click()
     expect(field_error(page, "prompt")).to_have_text("Describe what you want to generate.")
     expect(page.locator("textarea[name=prompt]")).to_have_attribute("aria-invalid", "true")
@@ -80,8 +80,8 @@ def test_errors_show_next_to_their_fields(page, make_user, log_in, screenshot, a
     assert Job.objects.get(pk=job_id).seed == 42
 
 
-def test_controls_follow_the_job_type(page, make_user, log_in):
-    log_in(make_user())
+def test_controls_follow_the_job_type(page, alice, log_in):
+    log_in(alice)
     assert expected(page) == ("sdxl_image_fast", job_types.get("sdxl_image_fast").expected_total(1))
     choose(page, "num_images", "3")
     assert expected(page) == ("sdxl_image_fast", job_types.get("sdxl_image_fast").expected_total(3))
@@ -106,8 +106,8 @@ def test_controls_follow_the_job_type(page, make_user, log_in):
     expect(page.locator("button#submit-job")).to_have_text("Generate video")
 
 
-def test_negative_prompt_preview_is_what_submission_uses(page, make_user, log_in):
-    log_in(make_user())
+def test_negative_prompt_preview_is_what_submission_uses(page, alice, log_in):
+    log_in(alice)
     prompt = "two women walking on a beach at sunset"
     page.locator("textarea[name=prompt]").fill(prompt)
     page.locator("textarea[name=negative_prompt]").fill("watermark")
@@ -124,10 +124,9 @@ def test_negative_prompt_preview_is_what_submission_uses(page, make_user, log_in
     expect(preview.locator(".np-text")).to_have_text("watermark")
 
 
-def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allow_console_errors):
+def test_upload_a_reference_and_use_it(page, alice, log_in, screenshot, allow_console_errors):
     allow_console_errors(BAD_REQUEST)
-    user = make_user()
-    log_in(user)
+    log_in(alice)
     posts = record_api_posts(page)
     picker = page.locator("select[name=reference_image]")  # disabled with its fieldset where unsupported
     expect(picker).to_be_enabled()
@@ -144,7 +143,7 @@ def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allo
     expect(picker.locator("option:checked")).to_have_text("harbour.png · 48×32")
     expect(page.locator("#job-form .field-error[data-field='file']")).to_have_text("")
     expect(page.locator("img#reference-preview")).to_be_visible()
-    ref = ReferenceImage.objects.get(user=user)
+    ref = ReferenceImage.objects.get(user=alice)
     assert picker.input_value() == str(ref.pk)
 
     page.locator("select[name=reference_type]").select_option("style")
@@ -172,14 +171,13 @@ def test_upload_a_reference_and_use_it(page, make_user, log_in, screenshot, allo
         expect(reference_types.locator(f"option[value={unavailable}]")).to_be_disabled()
 
 
-def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, live_workers, screenshot,
+def test_reuse_a_results_seed_and_use_it_as_reference(page, alice, log_in, live_workers, screenshot,
                                                       settings, allow_console_errors):
     allow_console_errors(BAD_REQUEST)
-    user = make_user()
-    job = finished_job(user, live_workers, job_type="sdxl_image_fast", prompt="a lantern on a table",
+    job = finished_job(alice, live_workers, job_type="sdxl_image_fast", prompt="a lantern on a table",
                        num_images=3)
     second = job.images.get(image_index=1)
-    log_in(user)
+    log_in(alice)
     result = card(page, job.pk).locator("figure.result").nth(1)
     expect(result.locator("img.result-image")).to_be_visible()
 
@@ -198,7 +196,7 @@ def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, l
     settings.REFERENCE_MAX_PIXELS = pixels
     result.locator("button.use-reference").click()
     expect(page.locator("#upload-status")).to_have_text("Reference set.")
-    ref = ReferenceImage.objects.get(user=user)
+    ref = ReferenceImage.objects.get(user=alice)
     expect(page.locator("select[name=reference_image]")).to_have_value(str(ref.pk))
     expect(page.locator("select[name=reference_image] option:checked")).to_contain_text("a lantern on a table")
     backend = storage.get_storage()
@@ -207,14 +205,13 @@ def test_reuse_a_results_seed_and_use_it_as_reference(page, make_user, log_in, l
     assert_asked_for_error_codes(posts)
 
 
-def test_errors_of_crafted_requests_are_worded_from_their_codes(page, make_user, log_in, allow_console_errors):
+def test_errors_of_crafted_requests_are_worded_from_their_codes(page, alice, log_in, allow_console_errors):
     """What the form cannot ask for (a WAN job with 3 outputs, a style reference for a video) comes back
     as codes (single_output, unsupported) that the page words from its job types and limits, not the
     server's messages (which name job types and fields by their identifiers)."""
     allow_console_errors(BAD_REQUEST)
-    user = make_user()
-    ref = references.store_reference(user, png(), "harbour.png")
-    log_in(user)
+    ref = references.store_reference(alice, png(), "harbour.png")
+    log_in(alice)
     sent = []
 
     def craft(route):  # the quantity controls offer a video 1 only
@@ -241,9 +238,9 @@ def test_errors_of_crafted_requests_are_worded_from_their_codes(page, make_user,
     assert not Job.objects.exists()
 
 
-def test_too_long_prompt_and_seed_limits_come_from_the_page_data(page, make_user, log_in, allow_console_errors):
+def test_too_long_prompt_and_seed_limits_come_from_the_page_data(page, alice, log_in, allow_console_errors):
     allow_console_errors(BAD_REQUEST)
-    log_in(make_user())
+    log_in(alice)
     prompt = page.locator("textarea[name=prompt]")
     expect(page.locator("#prompt-counter")).to_have_text(f"0 / {job_types.PROMPT_MAX_LENGTH}")
     prompt.evaluate("t => t.removeAttribute('maxlength')")  # the server decides, whatever a browser lets through
@@ -265,10 +262,10 @@ def test_too_long_prompt_and_seed_limits_come_from_the_page_data(page, make_user
     assert not Job.objects.exists()
 
 
-def test_too_large_upload_says_both_sizes(page, make_user, log_in, settings, allow_console_errors):
+def test_too_large_upload_says_both_sizes(page, alice, log_in, settings, allow_console_errors):
     allow_console_errors(BAD_REQUEST)
     settings.REFERENCE_MAX_BYTES = 300_000  # the page data tells the script the same limit
-    log_in(make_user())
+    log_in(alice)
     posts = record_api_posts(page)
     page.locator("#reference-upload").set_input_files(
         files=[{"name": "big.png", "mimeType": "image/png", "buffer": bytes(600_000)}])
@@ -277,14 +274,14 @@ def test_too_large_upload_says_both_sizes(page, make_user, log_in, settings, all
     assert_asked_for_error_codes(posts)
 
 
-def test_the_script_runs_as_modules(page, make_user, log_in):
+def test_the_script_runs_as_modules(page, alice, log_in):
     """The Workspace loads its script as ES modules from static/ourvidz/workspace/ (no build step): every
     module there arrives as JavaScript, the old single file is not asked for, and the page comes alive.
     A module that fails to load or to link shows as a console error, which fails the test too."""
     answers = {}
     page.on("response", lambda response: answers.setdefault(
         urlparse(response.url).path, (response.status, response.headers.get("content-type", ""))))
-    log_in(make_user())
+    log_in(alice)
     expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
     expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "sdxl_image_fast")
     scripts = page.locator("script[src]")
