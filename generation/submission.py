@@ -27,23 +27,27 @@ def new_seed():
     return secrets.randbelow(job_types.MAX_SEED + 1)
 
 
+def existing(user, idempotency_key):
+    """The user's job submitted with `idempotency_key`, or None. The API looks before it validates, so a
+    client retrying a request gets its first job even if the request would no longer validate."""
+    if not idempotency_key:
+        return None
+    return Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+
+
 def submit(user, validated, idempotency_key=None):
-    """Record the job `validated` describes and queue its task after commit. Returns (job, created);
-    the same `idempotency_key` again returns the user's first job instead of a second one."""
-    if idempotency_key:
-        existing = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing, False
+    """Record the job `validated` describes and queue its task after commit. Returns (job, created):
+    created is False when a concurrent request with the same `idempotency_key` recorded its job first
+    (callers look for an earlier one with `existing` before they validate)."""
     job = build_job(user, **validated)
     job.idempotency_key = idempotency_key or None
     try:
         # One INSERT is atomic on its own; no transaction block saves two round trips per job.
         job.save(force_insert=True)
     except IntegrityError:
-        # A concurrent retry with the same key won the insert.
-        existing = idempotency_key and Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing, False
+        # A concurrent request with the same key won the insert (the unique constraint decides).
+        if found := existing(user, idempotency_key):
+            return found, False
         raise
     # Immediately in autocommit mode; inside a caller's transaction, only once it commits.
     transaction.on_commit(lambda: dispatch(job))

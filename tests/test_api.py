@@ -233,6 +233,20 @@ def test_idempotency_key_returns_the_first_job(alice_api, bob_api, django_captur
     assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
 
 
+def test_a_retry_gets_its_first_job_even_when_its_request_would_no_longer_validate(
+        alice_api, alice, django_capture_on_commit_callbacks):
+    ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8, height=8,
+                                        size_bytes=10)
+    request = {"job_type": "sdxl_image_fast", "prompt": "a", "reference_image": ref.pk,
+               "reference_type": "composition"}
+    headers = {"Idempotency-Key": "sent-before-the-delete"}
+    first, _ = post_job(alice_api, django_capture_on_commit_callbacks, headers, **request)
+    ref.delete()  # the answer was lost; meanwhile the reference went
+    again, sent = post_job(alice_api, django_capture_on_commit_callbacks, headers, **request)
+    assert first.status_code == 201 and again.status_code == 200, again.content
+    assert again.json()["id"] == first.json()["id"] and sent == []
+
+
 def test_other_users_get_404(alice_api, alice, bob_api, django_capture_on_commit_callbacks):
     response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x")
     job = Job.objects.get(pk=response.json()["id"])

@@ -33,11 +33,13 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                    parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)])
     def create(self, request):
         """Queue a generation job. The same Idempotency-Key returns the first job instead of a second."""
+        key = request.headers.get("Idempotency-Key")
+        if first := submission.existing(request.user, key):
+            return Response(JobSerializer(first, context=self.get_serializer_context()).data)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            job, created = submission.submit(request.user, serializer.validated_data,
-                                              request.headers.get("Idempotency-Key"))
+            job, created = submission.submit(request.user, serializer.validated_data, key)
         except submission.QueueUnavailable:
             return Response({"detail": "The job queue is unavailable; try again shortly."},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
