@@ -3,6 +3,7 @@
 import contextlib
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,8 +23,17 @@ MIN_DENOISE = 0.1  # with no noise added there is nothing to denoise
 CHUNK_SIZES = (3, 1)
 
 
+class Loaded(NamedTuple):
+    """What an SDXL worker keeps loaded: the pipeline, an img2img pipeline sharing its weights (for
+    composition references) and the IP-Adapter (style and character references), if configured."""
+
+    pipe: object
+    img2img: object
+    adapter: object
+
+
 def load():
-    """(pipeline, IP-Adapter or None), loaded and warmed up on first use in this process."""
+    """The Loaded pipelines, loaded and warmed up on first use in this process."""
     key = (settings.SDXL_MODEL_PATH, settings.SDXL_CONFIG_PATH, settings.SDXL_IP_ADAPTER_PATH,
            pipelines.torch_device())
     return pipelines.load_once("sdxl", key, lambda: _load(*key))
@@ -51,7 +61,9 @@ def _load(path, config_path, adapter_path, device):
         warmup_seconds=round(time.perf_counter() - loaded, 2), ip_adapter=adapter.name if adapter else None,
         reference_types=sorted({"composition"} | ({"style", "character"} if adapter else set())),
     )
-    return pipe, adapter
+    img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)  # the same modules: no second copy in memory
+    img2img.set_progress_bar_config(disable=True)
+    return Loaded(pipe, img2img, adapter)
 
 
 def optimize(pipe, device):
@@ -65,18 +77,6 @@ def warm_up(pipe, batches=(1,), all_sizes=False):
     """pipelines.warm_up for SDXL: each of `batches` at each size."""
     pipelines.warm_up(pipe, "sdxl_image_fast", all_sizes,
                       lambda params: [{"num_images_per_prompt": batch} for batch in batches])
-
-
-def load_img2img():
-    """An img2img pipeline sharing the loaded weights (no second copy in memory)."""
-    pipe, _ = load()
-    return pipelines.load_once("sdxl-img2img", pipe, lambda: _img2img(pipe))
-
-
-def _img2img(pipe):
-    img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
-    img2img.set_progress_bar_config(disable=True)
-    return img2img
 
 
 def denoise_strength(reference_strength):
@@ -113,7 +113,8 @@ def generate(run):
     """Render every image of `run.job` in one batched call; returns a list of runtime.Output."""
     job = run.job
     with run.timed("load"):
-        pipe, adapter = load()
+        loaded = load()
+    pipe, adapter = loaded.pipe, loaded.adapter
     check_params(job, pipe)
     kwargs = {
         "prompt": job.prompt, "negative_prompt": job.negative_prompt or None, "width": job.width,
@@ -129,7 +130,7 @@ def generate(run):
                                      "reference_strength": job.reference_strength,
                                      "size": list(reference.size)}
         if job.reference_type == ReferenceType.COMPOSITION:
-            pipe, strength = load_img2img(), denoise_strength(job.reference_strength)
+            pipe, strength = loaded.img2img, denoise_strength(job.reference_strength)
             kwargs.update(image=reference, strength=strength, num_inference_steps=img2img_steps(job.steps, strength))
             run.metadata["reference"]["denoise_strength"] = round(strength, 4)
         elif adapter is None:
@@ -164,7 +165,7 @@ def render(run, pipe, kwargs, image_seeds):
         chunk = pending[:size]
         calls_total = calls + math.ceil(len(pending) / size)
         try:
-            outputs.append(call(pipe, kwargs, chunk, pipelines.step_callback(run, calls, calls_total)))
+            outputs.append(call(pipe, kwargs, chunk, pipelines.StepReport(run, calls, calls_total)))
         except torch.cuda.OutOfMemoryError as exc:
             pipelines.free_memory()
             run.metadata.setdefault("out_of_memory", []).append({"batch": len(chunk), "error": str(exc)[:200]})

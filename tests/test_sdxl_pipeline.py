@@ -129,7 +129,7 @@ def test_cancelling_mid_run_leaves_no_images(alice, tiny_models, monkeypatch, se
 def test_nan_output_fails_the_job_instead_of_storing_black_images(alice, tiny_models, monkeypatch):
     import torch
 
-    pipe, _ = pipeline.load()
+    pipe = pipeline.load().pipe
 
     def broken_decode(latents, return_dict=True):
         n, _, h, w = latents.shape
