@@ -37,12 +37,13 @@ def get_i2v_pipeline():
 
 
 def check_models():
-    """Refuse to start on a wrong model path (reads no weights; runs before the worker forks)."""
+    """Refuse to start on a wrong model path (reads configs and safetensors headers, no weights; runs
+    before the worker forks)."""
     model_folders.check_folder(settings.WAN_MODEL_PATH, "WAN_MODEL_PATH", {"WanPipeline"})
     enhancer_config = Path(settings.ENHANCER_MODEL_PATH) / "config.json"
     if not enhancer_config.is_file():
-        raise model_folders.ModelConfigError(f"ENHANCER_MODEL_PATH={settings.ENHANCER_MODEL_PATH}: not a transformers "
-                                   "model folder (no config.json).")
+        raise model_folders.ModelConfigError(
+            f"ENHANCER_MODEL_PATH={settings.ENHANCER_MODEL_PATH}: not a transformers model folder (no config.json).")
     if settings.WAN_I2V_MODEL_PATH:
         i2v.check_i2v_model(settings.WAN_I2V_MODEL_PATH, settings.WAN_MODEL_PATH)
 
@@ -187,7 +188,7 @@ class GuidanceCutoff(PipelineCallback):
 def call(run, pipe, kwargs, seed):
     """One pipeline call: float frames (n, h, w, 3) in 0..1. Guidance stops after WAN_GUIDANCE_STOP
     of the steps; a CPU generator gives the same starting noise on every device."""
-    callbacks = [pipelines.step_callback(run)]
+    callbacks = [pipelines.StepReport(run)]
     stop = math.ceil(kwargs["num_inference_steps"] * settings.WAN_GUIDANCE_STOP)
     if stop < kwargs["num_inference_steps"]:
         run.metadata["guidance_stop_step"] = stop

@@ -1,19 +1,24 @@
 """What both worker pools do around their diffusers pipelines: the device, loading once per process,
 GPU set-up and warm-up, the step callback, the reference picture, checks and load reports.
 
-Worker processes only. torch and diffusers are imported inside the functions, so that a worker's
-main process can run its start-time checks before it forks without loading them.
+Worker processes only (the web tier never imports generation.worker).
 """
 
+import gc
 import io
 import logging
 import os
 import signal
 from pathlib import Path
 
+import diffusers
+import numpy as np
+import torch
 from celery import signals
+from diffusers.callbacks import PipelineCallback
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from PIL import Image, ImageOps
 
 from .. import job_types, storage
 from ..models import ReferenceImage
@@ -53,8 +58,6 @@ def forget_loaded():
 
 def torch_device():
     """settings.TORCH_DEVICE as a torch.device; "auto" means CUDA when this process sees a GPU."""
-    import torch
-
     name = settings.TORCH_DEVICE
     if name == "auto":
         # CUDA_VISIBLE_DEVICES pins each worker to its own GPU, so "cuda" is that one.
@@ -77,20 +80,20 @@ def sampler_name(pipe):
 
 
 def compile_on_gpu(pipe, device, module, setting, mode, channels_last=False):
-    """GPU speed-ups that keep the output: TF32 matrix products, channels-last memory (a UNet and its
-    VAE) and `pipe.<module>` compiled when `setting` ("auto", "1", "true") allows. True if compiled."""
-    import torch
-
+    """GPU speed-ups: `pipe.<module>` compiled when `setting` ("auto", "1", "true") allows, and, with
+    `channels_last`, that memory format for it and the VAE. Either turns on TF32 matrix products (WAN
+    without compiling keeps full float32 precision in its VAE). True if compiled."""
     if device.type != "cuda":
         return False
-    torch.backends.cuda.matmul.allow_tf32 = True
+    compiling = setting in ("auto", "1", "true")
+    if compiling or channels_last:
+        torch.backends.cuda.matmul.allow_tf32 = True
     if channels_last:
         for part in (getattr(pipe, module), pipe.vae):
             part.to(memory_format=torch.channels_last)
-    if setting not in ("auto", "1", "true"):
-        return False
-    setattr(pipe, module, torch.compile(getattr(pipe, module), mode=mode, fullgraph=True))
-    return True
+    if compiling:
+        setattr(pipe, module, torch.compile(getattr(pipe, module), mode=mode, fullgraph=True))
+    return compiling
 
 
 def warm_up(pipe, job_type, all_sizes=False, variants=None):
@@ -105,27 +108,25 @@ def warm_up(pipe, job_type, all_sizes=False, variants=None):
                  output_type="latent", **extra)
 
 
-def step_callback(run, calls_done=0, calls_total=1):
-    """A diffusers callback reporting each step to the job (it raises JobCancelled). A job rendered
-    in several pipeline calls reports call `calls_done` of `calls_total`."""
-    from diffusers.callbacks import PipelineCallback
+class StepReport(PipelineCallback):
+    """A diffusers step callback reporting each step to the job's run (which raises JobCancelled). A job
+    rendered in several pipeline calls reports call `calls_done` of `calls_total`."""
 
-    class StepReport(PipelineCallback):
-        tensor_inputs = []
+    tensor_inputs = []
 
-        def callback_fn(self, pipe, step_index, timestep, callback_kwargs):
-            steps = pipe.num_timesteps
-            run.step(calls_done * steps + step_index + 1, calls_total * steps)
-            return callback_kwargs
+    def __init__(self, run, calls_done=0, calls_total=1):
+        super().__init__()
+        self.run, self.calls_done, self.calls_total = run, calls_done, calls_total
 
-    return StepReport()
+    def callback_fn(self, pipe, step_index, timestep, callback_kwargs):
+        steps = pipe.num_timesteps
+        self.run.step(self.calls_done * steps + step_index + 1, self.calls_total * steps)
+        return callback_kwargs
 
 
 def reference_picture(job):
     """The job's reference image, read from storage (never from a URL), resized and center-cropped
     to the job's size (never stretched). JobError if it was deleted before the job ran."""
-    from PIL import Image, ImageOps
-
     if job.reference_image is None:
         raise JobError("The reference image was deleted before the job ran.")
     data = storage.get_storage().get(ReferenceImage.BUCKET, job.reference_image.path)
@@ -135,10 +136,6 @@ def reference_picture(job):
 
 def free_memory():
     """Give cached GPU memory back after a cancelled or out-of-memory render."""
-    import gc
-
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -146,16 +143,12 @@ def free_memory():
 
 def check_finite(pixels):
     """Refuse NaN or infinite output rather than store a black picture."""
-    import numpy as np
-
     if not np.isfinite(pixels).all():
         raise JobError("The model produced invalid pixels (NaN); nothing was stored.")
 
 
 def report_loaded(pool, path, device, dtype, seconds, **extra):
     """Log and publish what this worker loaded, for the queues endpoint and operators."""
-    import torch
-
     cuda = device.type == "cuda"
     info = {
         "pool": pool, "model": model_name(path), "model_path": str(path), "device": str(device),
@@ -180,8 +173,6 @@ def load_at_start(pool, *loaders):
     Returns the handler (tests call it directly).
     """
     def load(**kwargs):
-        import diffusers
-
         # Load-time progress bars, one per component, would only flood the worker log.
         diffusers.utils.logging.disable_progress_bar()
         try:
