@@ -5,9 +5,8 @@
 The WAN 2.1 image-to-video and text-to-video models share the UMT5 text encoder, its tokenizer and
 the VAE, so `load_i2v` takes those from the loaded text-to-video pipeline (no second copy in memory)
 and loads only what is the I2V model's own: its transformer, the CLIP image encoder and processor
-and its scheduler settings. `check_i2v_model` validates a folder from file names and JSON alone (no
-weights read, torch not imported), so a worker can refuse to start with a message naming the
-variable.
+and its scheduler settings. `check_i2v_model` validates a folder from file names, JSON and safetensors
+headers (no weights read), so a worker can refuse to start with a message naming the variable.
 """
 
 from pathlib import Path
@@ -24,7 +23,7 @@ LAYOUT = "a WAN 2.1 image-to-video pipeline has transformer, image_encoder, imag
 def check_i2v_model(path, t2v_path=None):
     """Raise ModelConfigError unless `path` is a WanImageToVideoPipeline folder this worker can load
     beside the text-to-video model at `t2v_path` (when given: same text-encoder width and VAE
-    latent channels). Reads JSON and file names only. Returns the I2V transformer's config."""
+    latent channels). Reads no weights. Returns the I2V transformer's config."""
     if not path:
         raise ModelConfigError(f"{MODEL_VAR} is empty: set it to a WAN image-to-video diffusers folder "
                                f"(e.g. {EXAMPLE}).")

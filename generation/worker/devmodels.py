@@ -1,8 +1,8 @@
 """What the tiny development models' builders share: a prompt vocabulary, a word-level tokenizer and
 atomic writes.
 
-tokenizers and transformers are imported inside the functions: the web tier imports `generation` and
-must not pull in the ML stack.
+tokenizers and transformers are imported inside the functions: `manage.py setup` and the tests import
+this module and need them only when they build.
 """
 
 import importlib

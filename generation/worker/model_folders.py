@@ -36,6 +36,8 @@ def read_json(path, where):
 def pipeline_index(path, variable, classes, expected=None, hints=None):
     """model_index.json of the pipeline folder `path` (set by `variable`), which must describe one of
     `classes`; `expected` words what was wanted and `hints` explain a known wrong class."""
+    if not path:
+        raise ModelConfigError(f"{variable} is empty: set it to a diffusers pipeline folder.")
     folder = Path(path)
     where = f"{variable}={folder}"
     if not folder.is_dir():
