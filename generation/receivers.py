@@ -11,13 +11,15 @@ from .signals import job_completed, job_failed
 
 
 @receiver(job_completed)
-def record_completion(sender, job, outputs, metadata, fields, **kwargs):
-    outcomes.record_completion(job.pk, outputs, metadata, fields)
+def on_job_completed(sender, job, outputs, metadata, fields, **kwargs):
+    """A worker finished `job`: its rows and final status (True if the job moved)."""
+    return outcomes.record_completion(job.pk, outputs, metadata, fields)
 
 
 @receiver(job_failed)
-def record_failure(sender, job, error, metadata, fields, **kwargs):
-    outcomes.record_failure(job.pk, error, metadata, fields)
+def on_job_failed(sender, job, error, metadata, fields, **kwargs):
+    """A worker gave up on `job`: failed with `error` (True if the job moved)."""
+    return outcomes.record_failure(job.pk, error, metadata, fields)
 
 
 @receiver(post_delete, sender=Image)

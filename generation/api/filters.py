@@ -3,9 +3,8 @@
 import django_filters
 
 from .. import job_types
-from ..models import Image, Job, JobStatus, Video
+from ..models import JOB_TYPE_CHOICES, Image, Job, JobStatus, Video
 
-JOB_TYPE_CHOICES = [(name, name) for name in job_types.JOB_TYPES]
 QUEUE_CHOICES = [(pool.queue, pool.queue) for pool in job_types.POOLS.values()]
 
 

@@ -3,8 +3,8 @@
 The page is server-rendered with the form already in the state the query parameters ask for (the
 Library's "use these settings again" link), plus one JSON blob for the script: the job-type table
 as GET /api/job-types/ serves it, the user's recent jobs as the jobs API serializes them, and the
-URLs it talks to and the request limits (job_types.limits). Everything after that goes through the JSON API and the job events stream
-(the ES modules in generation/static/ourvidz/workspace/).
+URLs it talks to and the request limits (job_types.limits). Everything after that goes through the
+JSON API and the job events stream (the ES modules in generation/static/ourvidz/workspace/).
 """
 
 from django.conf import settings
