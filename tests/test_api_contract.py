@@ -1,4 +1,4 @@
-"""The API's list filters (django-filter) and its error codes: documented, and bad input is a 400."""
+"""The API's contract beyond the jobs: list filters (django-filter), error codes, the assets' representation."""
 
 import io
 import json
@@ -89,3 +89,36 @@ def test_reference_upload_errors_carry_codes(alice_api, settings):
     unreadable = alice_api.post("/api/references/", {"file": io.BytesIO(b"not a picture")}, format="multipart",
                                 headers={"X-Error-Codes": "1"})
     assert unreadable.json()["file"][0]["code"] == "unreadable"
+
+
+def test_assets_keep_their_title_and_a_videos_url_says_when_it_expires(alice, alice_api, settings):
+    from datetime import datetime, timedelta
+
+    from django.utils import timezone
+
+    from generation.models import Video
+
+    job = make_job(alice, "video_fast", JobStatus.COMPLETED)
+    video = Video.objects.create(user=alice, job=job, prompt="a cat " * 30, bucket="video-fast", video_path="v.mp4",
+                                 quality="fast", format="mp4", width=8, height=8)
+    body = alice_api.get(f"/api/videos/{video.pk}/").json()
+    assert body["title"] == ("a cat " * 30)[:80]
+    expires = datetime.fromisoformat(body["signed_url_expires_at"].replace("Z", "+00:00"))
+    assert abs(expires - (timezone.now() + timedelta(seconds=settings.SIGNED_URL_TTL))) < timedelta(seconds=5)
+    assert f"expires={int(expires.timestamp())}" in body["url"] or \
+        f"expires={int(expires.timestamp()) - 1}" in body["url"]  # the URL signed in the same second or one before
+
+
+def test_refusals_carry_codes_too(alice):
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    session = Client(enforce_csrf_checks=True)
+    session.force_login(alice)
+    headers = {"X-Error-Codes": "1"}
+    no_token = session.post("/api/jobs/", {"job_type": "image_fast", "prompt": "a cat"}, headers=headers)
+    assert no_token.status_code == 403 and no_token.json()["code"] == "permission_denied"
+    assert "CSRF" in no_token.json()["detail"]
+    anonymous = APIClient().post("/api/jobs/", {}, format="json", headers=headers)
+    assert anonymous.status_code in (401, 403) and anonymous.json()["code"] == "not_authenticated"
+    assert "code" not in APIClient().post("/api/jobs/", {}, format="json").json()  # only when asked

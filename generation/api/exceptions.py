@@ -1,8 +1,9 @@
 """The API's error answers: DRF's, plus error codes for clients that ask for them.
 
 A client sending `X-Error-Codes: 1` gets each validation error as {"message", "code"} (DRF's own
-`get_full_details()`), so it can word errors itself without parsing English; everyone else gets
-DRF's usual {"field": ["message", ...]}.
+`get_full_details()`) and other errors with a "code" beside their "detail" (`not_authenticated`,
+`permission_denied` — a CSRF failure of a logged-in session — `throttled` ...), so it can word errors
+itself without parsing English; everyone else gets DRF's usual answers.
 """
 
 from rest_framework.exceptions import ValidationError
@@ -15,7 +16,10 @@ def handle(exc, context):
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]."""
     response = exception_handler(exc, context)
     request = context.get("request")
-    if response is not None and isinstance(exc, ValidationError) and request is not None \
-            and request.headers.get(CODES_HEADER) == "1":
+    if response is None or request is None or request.headers.get(CODES_HEADER) != "1":
+        return response
+    if isinstance(exc, ValidationError):
         response.data = exc.get_full_details()
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        response.data["code"] = exc.get_codes()
     return response

@@ -1,5 +1,8 @@
 import copy
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from .. import capabilities, job_types, storage
@@ -76,8 +79,12 @@ def error(message, code):
 class AssetSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     job_type = serializers.CharField(source="job.job_type", read_only=True)
     status = serializers.CharField(source="job.status", read_only=True)  # "completed": assets come with it
+    title = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+
+    def get_title(self, asset) -> str:
+        return asset.prompt[:80]
 
     def get_url(self, asset):
         return storage.signed_url(asset.bucket, asset.path, self.context.get("request"))
@@ -91,15 +98,23 @@ class AssetSerializer(CachedFieldsMixin, serializers.ModelSerializer):
 class ImageSerializer(AssetSerializer):
     class Meta:
         model = Image
-        fields = ["id", "job", "job_type", "image_index", "prompt", "seed", "status", "quality",
+        fields = ["id", "job", "job_type", "image_index", "prompt", "title", "seed", "status", "quality",
                   "format", "width", "height", "size_bytes", "url", "thumbnail_url", "metadata", "created_at"]
 
 
 class VideoSerializer(AssetSerializer):
+    signed_url_expires_at = serializers.SerializerMethodField()
+
     class Meta:
         model = Video
-        fields = ["id", "job", "job_type", "prompt", "status", "quality", "format", "width", "height", "duration",
-                  "fps", "frame_count", "size_bytes", "url", "thumbnail_url", "metadata", "created_at"]
+        fields = ["id", "job", "job_type", "prompt", "title", "status", "quality", "format", "width", "height",
+                  "duration", "fps", "frame_count", "size_bytes", "url", "signed_url_expires_at", "thumbnail_url",
+                  "metadata", "created_at"]
+
+    def get_signed_url_expires_at(self, video) -> datetime:
+        """When `url`, signed now, stops working."""
+        return serializers.DateTimeField().to_representation(
+            timezone.now() + timedelta(seconds=settings.SIGNED_URL_TTL))
 
 
 class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):

@@ -30,7 +30,8 @@ function byField(errors) {
 export function problem(status, body, action) {
   if (status === 0) return `Could not reach the server to ${action}. Check your connection and try again.`;
   if (status === 401 || status === 403) {
-    return body && /CSRF/i.test(body.detail || "")
+    // Logged in, yet refused: the session's CSRF token changed (a login or logout in another tab).
+    return body && body.code === "permission_denied"
       ? "Your session changed in another tab. Reload the page and try again."
       : "You have been logged out. Reload the page and log in again.";
   }
