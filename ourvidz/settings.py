@@ -133,6 +133,11 @@ if not DATABASE_URL or not REDIS_URL:
         "command with `.venv/bin/python -m ourvidz.services --` to get embedded PostgreSQL and Redis."
     )
 DATABASES = {"default": {**env.db_url("DATABASE_URL"), "CONN_MAX_AGE": env.int("DB_CONN_MAX_AGE", 60)}}
+if DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
+    # django-environ reads an unknown scheme as an unknown engine, or as no database at all, without
+    # failing; the URL itself is not repeated here since it holds the password.
+    raise ImproperlyConfigured("DATABASE_URL is not a PostgreSQL URL: postgres://user:password@host:5432/name "
+                               "(or postgresql://...).")
 # A socket folder given as the URL's host (`postgres://user@%2Fvar%2Frun%2Fpostgresql/db`), as dj-database-url read it.
 DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST", ""))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -142,6 +142,14 @@ def test_database_url_is_parsed():
     assert (host["HOST"], host["NAME"]) == ("/var/run/postgresql", "db")
 
 
+@pytest.mark.parametrize("url", ["db.example:5432/ourvidz", "postgress://u:p@db.example/ourvidz",
+                                 "mysql://u:p@db.example/ourvidz"])
+def test_a_database_url_that_is_not_postgresql_fails_at_start_naming_it(url):
+    result = start(DATABASE_URL=url)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DATABASE_URL is not a PostgreSQL URL" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("missing", ["DATABASE_URL", "REDIS_URL"])
 def test_database_and_redis_urls_are_required(missing):
     result = start(**{missing: None})
