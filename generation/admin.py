@@ -1,8 +1,34 @@
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.utils.html import format_html
 
 from . import storage, submission
-from .models import Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
+from .models import Account, Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
+
+
+class AccountInline(admin.StackedInline):
+    model = Account
+    can_delete = False
+    verbose_name_plural = "scheduling"
+    fields = ["tier"]
+
+
+class OurVidzUserAdmin(UserAdmin):
+    """Django's own user admin, with the user's scheduling tier."""
+
+    inlines = [AccountInline]
+    list_display = [*UserAdmin.list_display, "tier"]
+    list_select_related = ["account"]
+
+    @admin.display(description="tier")
+    def tier(self, user):
+        account = getattr(user, "account", None)
+        return "priority (staff)" if user.is_staff else (account.get_tier_display() if account else "standard")
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), OurVidzUserAdmin)
 
 
 class ThumbnailMixin:

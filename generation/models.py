@@ -30,6 +30,33 @@ FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 JOB_TYPE_CHOICES = [(name, name) for name in job_types.JOB_TYPES]
 
 
+class Tier(models.IntegerChoices):
+    """A user's place in the scheduler's fair order (generation.scheduler): higher tiers start first."""
+
+    STANDARD = 0, "standard"
+    PRIORITY = 1, "priority"  # staff count as priority too
+
+
+class Account(models.Model):
+    """What the service keeps about a user beyond Django's User: the scheduling tier an admin sets."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
+    tier = models.PositiveSmallIntegerField(
+        choices=Tier.choices, default=Tier.STANDARD,
+        help_text="Priority users' jobs start before standard ones; staff count as priority.")
+
+    def __str__(self):
+        return f"{self.user} ({self.get_tier_display()})"
+
+
+def tier_of(user):
+    """The tier `user`'s jobs are scheduled at: staff are priority, others what their Account says."""
+    if user.is_staff:
+        return Tier.PRIORITY
+    account = Account.objects.filter(user=user).only("tier").first()
+    return account.tier if account else Tier.STANDARD
+
+
 class ReferenceType(models.TextChoices):
     STYLE = "style"
     COMPOSITION = "composition"
@@ -90,6 +117,12 @@ class Job(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The scheduler's bookkeeping (generation.scheduler). A queued job waits in the database until it is
+    # released to its pool's broker queue; `releases` numbers the messages sent, so a message from an
+    # earlier release that turns up late starts nothing.
+    tier = models.PositiveSmallIntegerField(choices=Tier.choices, default=Tier.STANDARD)
+    released_at = models.DateTimeField(null=True, blank=True)
+    releases = models.PositiveIntegerField(default=0)
     metadata = models.JSONField(default=dict, blank=True)  # generation.metadata.JobMetadata
     error_message = models.TextField(blank=True)
 
@@ -107,8 +140,12 @@ class Job(models.Model):
             models.UniqueConstraint(fields=["user", "idempotency_key"], name="unique_idempotency_key"),
         ]
         indexes = [
-            # Queue positions count the queued jobs ahead; a partial index keeps that count small.
+            # The scheduler reads a pool's queued and running jobs; partial indexes keep that small however
+            # many jobs have finished.
             models.Index(fields=["queue", "created_at"], condition=models.Q(status="queued"), name="job_queued"),
+            models.Index(fields=["queue", "user", "created_at"], name="job_active",
+                         condition=models.Q(status__in=["queued", "processing"])),
+            models.Index(fields=["queue", "released_at"], name="job_released"),
             models.Index(fields=["user", "-created_at"], name="job_user_created"),
         ]
 
@@ -130,21 +167,20 @@ class Job(models.Model):
             return (self.completed_at - self.started_at).total_seconds()
         return None
 
-    def queue_position(self):
-        """1 for the next queued job of its queue; None once it has left the queue."""
-        if self.status != JobStatus.QUEUED:
-            return None
-        ahead = Job.objects.filter(queue=self.queue, status=JobStatus.QUEUED,
-                                   created_at__lt=self.created_at).count()
-        return ahead + 1
+    @property
+    def is_released(self):
+        """Queued and handed to its pool's broker queue (it starts when a worker takes it)."""
+        return self.status == JobStatus.QUEUED and self.released_at is not None
 
     @classmethod
-    def move(cls, job_id, to, **fields):
-        """Atomically move a job to status `to` if its status allows it; True when it moved."""
+    def move(cls, job_id, to, only_if=None, **fields):
+        """Atomically move a job to status `to` if its status allows it (and its columns match `only_if`);
+        True when it moved."""
         allowed_from = [s for s, targets in TRANSITIONS.items() if to in targets]
         if to in FINISHED:
             fields.setdefault("completed_at", timezone.now())
-        return bool(cls.objects.filter(pk=job_id, status__in=allowed_from).update(status=to, **fields))
+        jobs = cls.objects.filter(pk=job_id, status__in=allowed_from, **(only_if or {}))
+        return bool(jobs.update(status=to, **fields))
 
 
 class Asset(models.Model):

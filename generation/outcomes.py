@@ -7,7 +7,7 @@ re-delivered report, or one about a job cancelled meanwhile, changes nothing.
 
 from django.db import transaction
 
-from . import events
+from . import events, scheduler
 from .models import Image, Job, JobStatus, Video
 
 
@@ -40,6 +40,7 @@ def record_completion(job_id, outputs, metadata, fields):
                          **fields)
         if moved:
             events.publish_on_commit(job)
+            transaction.on_commit(lambda: scheduler.kick(job.queue))  # its worker is free
     return moved
 
 
@@ -52,4 +53,5 @@ def record_failure(job_id, error, metadata, fields):
                          **fields)
         if moved:
             events.publish_on_commit(job)
+            transaction.on_commit(lambda: scheduler.kick(job.queue))
     return moved

@@ -1,12 +1,13 @@
 """Signal receivers: a worker's job outcome into rows, deleted rows' files out of storage, and the
 negative-term cache kept fresh."""
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from . import negative_prompts, outcomes, storage
-from .models import Image, NegativeTerm, ReferenceImage, Video
+from . import negative_prompts, outcomes, scheduler, storage
+from .models import Account, Image, NegativeTerm, ReferenceImage, Video
 from .signals import job_completed, job_failed
 
 
@@ -34,6 +35,17 @@ def delete_files(sender, instance, **kwargs):
     else:
         files = [(instance.bucket, instance.path), (instance.bucket, instance.thumbnail_path)]
     transaction.on_commit(lambda: [storage.get_storage().delete(bucket, name) for bucket, name in files if name])
+
+
+@receiver(post_save, sender=Account)
+@receiver(post_save, sender=get_user_model())
+def retier_waiting_jobs(sender, instance, update_fields=None, **kwargs):
+    """An admin changed a user's tier (or staff status): their waiting jobs follow at once."""
+    if sender is not Account and kwargs.get("created"):
+        return  # a new user has no jobs
+    if update_fields is not None and not {"tier", "is_staff"} & set(update_fields):
+        return  # e.g. a login writing last_login
+    scheduler.retier(instance.user if sender is Account else instance)
 
 
 post_save.connect(negative_prompts.forget_terms, sender=NegativeTerm)

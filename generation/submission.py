@@ -1,25 +1,16 @@
-"""Turning a validated request into a queued Job and its Celery task; cancel and retry.
+"""Turning a validated request into a queued Job; cancel and retry.
 
 The API validates (generation.api.serializers.JobRequestSerializer); these functions take what it
-validated and act.
+validated and act. A job waits in the database; generation.scheduler releases it to its pool.
 """
 
-import logging
 import secrets
 
 from django.db import IntegrityError, transaction
 
-from ourvidz.celery import app as celery_app
-
-from . import events, job_types, negative_prompts
+from . import events, job_types, negative_prompts, scheduler
 from .metadata import JobMetadata
-from .models import Job, JobStatus
-
-log = logging.getLogger(__name__)
-
-
-class QueueUnavailable(Exception):
-    """The broker refused the task; the job was marked failed."""
+from .models import Job, JobStatus, tier_of
 
 
 def new_seed():
@@ -36,7 +27,8 @@ def existing(user, idempotency_key):
 
 
 def submit(user, validated, idempotency_key=None):
-    """Record the job `validated` describes and queue its task after commit. Returns (job, created):
+    """Record the job `validated` describes; once committed the scheduler may release it. The broker
+    being down changes nothing here: the job waits in the database. Returns (job, created):
     created is False when a concurrent request with the same `idempotency_key` recorded its job first
     (callers look for an earlier one with `existing` before they validate)."""
     job = build_job(user, **validated)
@@ -50,7 +42,7 @@ def submit(user, validated, idempotency_key=None):
             return found, False
         raise
     # Immediately in autocommit mode; inside a caller's transaction, only once it commits.
-    transaction.on_commit(lambda: dispatch(job))
+    transaction.on_commit(lambda: scheduler.kick(job.queue))
     return job, True
 
 
@@ -71,28 +63,17 @@ def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=Non
         frames=params["frames"], reference_image=reference_image, reference_type=reference_type or "",
         reference_strength=reference_strength if reference_image else None,
         expected_seconds=jt.expected_total(num_images), credits=jt.credits, metadata=metadata,
-        retry_of=retry_of,
+        retry_of=retry_of, tier=tier_of(user),
     )
 
 
-def dispatch(job):
-    """Send the job's task by name to its pool's queue; the web tier never imports the pools."""
-    jt = job.type
-    try:
-        celery_app.send_task(jt.task, args=[str(job.pk)], queue=jt.queue,
-                             soft_time_limit=jt.time_limit(job.num_images),
-                             time_limit=jt.hard_time_limit(job.num_images))
-    except Exception as exc:
-        log.exception("could not queue job %s", job.pk)
-        Job.move(job.pk, JobStatus.FAILED, error_message=f"Could not be queued: {exc}")
-        raise QueueUnavailable(str(exc)) from exc
-
-
 def cancel(job):
-    """Cancel a queued or running job; a running one stops at its next step. True if it moved."""
+    """Cancel a queued or running job; a running one stops at its next step, a waiting one needs no
+    broker at all. True if it moved."""
     moved = Job.move(job.pk, JobStatus.CANCELLED)
     if moved:
         events.publish_on_commit(job)
+        transaction.on_commit(lambda: scheduler.kick(job.queue))  # a released one freed its place
     return moved
 
 
@@ -105,5 +86,5 @@ def retry(job):
         reference_strength=job.reference_strength, retry_of=job,
     )
     new.save(force_insert=True)
-    transaction.on_commit(lambda: dispatch(new))
+    transaction.on_commit(lambda: scheduler.kick(new.queue))
     return new

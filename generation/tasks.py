@@ -6,7 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from . import job_types, outcomes
+from . import job_types, outcomes, scheduler
 from .models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -14,6 +14,17 @@ log = logging.getLogger(__name__)
 # Time past a job's hard limit before it counts as stalled (worker killed, machine lost).
 GRACE_SECONDS = 120
 STALLED_MESSAGE = "The worker stopped responding before the job finished."
+
+
+@shared_task(name="generation.schedule")
+def schedule():
+    """Beat's safety net: in each pool, jobs whose message the broker lost wait again, then the pool's
+    next jobs are released (after a broker outage, a lost message, a missed event). Returns how many."""
+    released = 0
+    for pool in job_types.POOLS.values():
+        scheduler.recover_lost(pool.queue)
+        released += len(scheduler.release(pool.queue))
+    return released
 
 
 @shared_task(name="generation.fail_stalled_jobs")

@@ -246,6 +246,16 @@ PROGRESS_INTERVAL = env.float("PROGRESS_INTERVAL", 0.5)
 JOB_TIME_LIMIT_FACTOR = env.float("JOB_TIME_LIMIT_FACTOR", 10.0)
 JOB_TIME_LIMIT_FLOOR = env.int("JOB_TIME_LIMIT_FLOOR", 300)
 
+# The scheduler (generation.scheduler): each pool's broker queue holds at most (1 + this) unstarted
+# jobs per online worker; the rest wait in the database and are released in fair order.
+SCHEDULER_BUFFER_PER_WORKER = env.int("SCHEDULER_BUFFER_PER_WORKER", 1)
+# A tier whose oldest waiting job has waited this long competes one tier higher (no tier starves).
+SCHEDULER_AGEING_SECONDS = env.int("SCHEDULER_AGEING_SECONDS", 600)
+# Beat's safety-net tick: release what the last events did not, recover lost messages.
+SCHEDULER_INTERVAL = env.float("SCHEDULER_INTERVAL", 5.0)
+# A released job whose message the broker no longer holds after this long is released again.
+SCHEDULER_LOST_AFTER = env.int("SCHEDULER_LOST_AFTER", 30)
+
 REFERENCE_MAX_BYTES = env.int("REFERENCE_MAX_BYTES", 10 * 1024 * 1024)
 REFERENCE_MAX_PIXELS = env.int("REFERENCE_MAX_PIXELS", 4096 * 4096)
 
@@ -278,12 +288,18 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Must exceed the longest job's time limit, or Redis hands a running job to a second worker
 # (checked by generation.checks).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 7200)}
-# Housekeeping runs on a small queue that both pools also consume.
+# Housekeeping runs on its own small queue and worker (the Procfile's `housekeeping`), so that a tick
+# never waits behind a GPU job; a tick nobody took in time is dropped (expires), the next one comes.
 MAINTENANCE_QUEUE = "maintenance"
 CELERY_BEAT_SCHEDULE = {
+    "schedule": {
+        "task": "generation.schedule",
+        "schedule": SCHEDULER_INTERVAL,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": SCHEDULER_INTERVAL},
+    },
     "fail-stalled-jobs": {
         "task": "generation.fail_stalled_jobs",
         "schedule": 60.0,
-        "options": {"queue": MAINTENANCE_QUEUE},
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 60.0},
     },
 }

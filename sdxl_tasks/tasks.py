@@ -10,9 +10,9 @@ from . import loading, pipeline
 
 
 @shared_task(name="sdxl.generate")
-def generate(job_id):
+def generate(job_id, release=0):
     """Render one SDXL job (all of its images) and record the outcome on the job."""
-    runtime.run(job_id, "sdxl", pipeline.generate)
+    runtime.run(job_id, "sdxl", pipeline.generate, release)
 
 
 # A wrong model path stops the worker at start, with a message naming the variable.

@@ -13,9 +13,12 @@ fixtures; those tests are marked `workers`, so `make test ARGS="-m 'not workers'
 
 import hashlib
 import importlib
+import json
 import os
 import subprocess
 import sys
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from django.test import Client, override_settings
 from helpers import ALICE_PASSWORD, BOB_PASSWORD, CHARLIE_PASSWORD, Stack, create_user, pools_online, worker_env
 from rest_framework.test import APIClient
 
-from generation import brokers, negative_prompts, presence, storage
+from generation import brokers, job_types, negative_prompts, presence, storage
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels.py",
@@ -84,6 +87,64 @@ def project_settings(media_root, sdxl_tokenizer, tmp_path_factory):
 def fresh_negative_terms():
     """Each test reads the terms of its own database, not a previous test's cached ones."""
     negative_prompts.forget_terms()
+
+
+# --- pools of a test's own ----------------------------------------------------------------------------
+
+class Sandbox:
+    """Worker heartbeats private to one test and, on request, broker queues of its own."""
+
+    def __init__(self, tag, monkeypatch):
+        self.tag, self.monkeypatch = tag, monkeypatch
+        self.prefix = f"ourvidz:{tag}:worker:"
+        monkeypatch.setattr(presence, "KEY_PREFIX", self.prefix)
+        self.queues = []
+
+    def private_queues(self):
+        """Give each pool a broker queue of this test's own (`sdxl_queue.test-…`), that no worker process
+        takes tasks from: what the scheduler sends stays there for the test to read (`sent`)."""
+        for name, pool in list(job_types.POOLS.items()):
+            private = replace(pool, queue=f"{pool.queue}.{self.tag}")
+            self.monkeypatch.setitem(job_types.POOLS, name, private)
+            self.queues.append(private.queue)
+
+    def worker(self, pool, name=None, reference_types=None):
+        """Publish the heartbeat of a worker of `pool` ("sdxl" or "wan"), as a running one does; with
+        `reference_types`, what it says it loaded. Nothing takes tasks in its name."""
+        name = name or f"{pool}-{uuid.uuid4().hex[:6]}@{self.tag}"
+        queue = job_types.POOLS[pool].queue
+        brokers.client().set(self.prefix + name, json.dumps({"name": name, "queues": [queue]}), ex=60)
+        if reference_types is not None:
+            loaded = json.dumps({"pool": pool, "reference_types": sorted(reference_types)})
+            brokers.client().set(self.prefix + name + presence.LOADED_SUFFIX, loaded)
+        return name
+
+    def stop(self, name):
+        brokers.client().delete(self.prefix + name, self.prefix + name + presence.LOADED_SUFFIX)
+
+    def sent(self, pool):
+        """The task ids in `pool`'s private queue, oldest first."""
+        raw = brokers.client().lrange(job_types.POOLS[pool].queue, 0, -1)
+        return [json.loads(message)["headers"]["id"] for message in reversed(raw)]
+
+    def clear(self):
+        server = brokers.client()
+        keys = [*self.queues, *server.scan_iter(self.prefix + "*")]
+        if keys:
+            server.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def sandbox(request, monkeypatch):
+    """Tests without worker processes see only the workers they pretend are online
+    (`sandbox.worker("sdxl")`): the workers other tests started neither show up nor change what the
+    scheduler does. Tests with worker processes see the real ones."""
+    if "worker_processes" in request.fixturenames:
+        yield None
+        return
+    box = Sandbox(f"test-{uuid.uuid4().hex[:8]}", monkeypatch)
+    yield box
+    box.clear()
 
 
 # --- users and clients -----------------------------------------------------------------------------

@@ -70,15 +70,15 @@ def worker_env(**extra):
 
 
 class Stack:
-    """Processes from the Procfile run by honcho, as `make run` runs them."""
+    """Processes from the Procfile run by honcho, as `make run` runs them (or one `command` of a test's)."""
 
-    def __init__(self, names, env, log_path):
+    def __init__(self, names, env, log_path, command=None):
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"), "start", *names],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        command = command or [str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"), "start",
+                              *names]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
 
     def output(self):
         return Path(self.log_path).read_text(errors="replace")
@@ -107,6 +107,13 @@ class Stack:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+
+
+def sdxl_worker_command(queue, name):
+    """The Procfile's SDXL worker, consuming `queue` under the node name `name`."""
+    return [str(Path(sys.executable).with_name("celery")), "-A", "ourvidz", "worker", "--include", "sdxl_tasks.tasks",
+            "-Q", queue, "-n", f"{name}@%h", "--concurrency", "1", "--without-mingle", "--without-gossip",
+            "--loglevel", "INFO"]
 
 
 def pools_online(queues=("sdxl_queue", "wan_queue")):

@@ -15,10 +15,13 @@ from generation.models import Image, Job, JobStatus, ReferenceImage
 
 
 def post_job(api, capture, headers=None, **data):
-    """POST a job, running the after-commit dispatch; returns (response, task ids sent)."""
-    with capture(execute=True) as callbacks:
+    """POST a job, running what waits for the commit (the scheduler); returns (response, the ids of the
+    jobs the scheduler released to a pool's queue meanwhile)."""
+    before = set(Job.objects.filter(released_at__isnull=False).values_list("pk", flat=True))
+    with capture(execute=True):
         response = api.post("/api/jobs/", data, format="json", headers=headers or {})
-    return response, callbacks
+    released = Job.objects.filter(released_at__isnull=False).exclude(pk__in=before)
+    return response, [str(pk) for pk in released.values_list("pk", flat=True)]
 
 
 def png_bytes(size=(40, 30), color=(200, 10, 10)):
@@ -36,18 +39,20 @@ def test_token_auth(alice):
     assert APIClient().get("/api/jobs/").status_code in (401, 403)
 
 
-def test_submit_sdxl_job(alice_api, django_capture_on_commit_callbacks):
-    response, callbacks = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
-                                   prompt="two women on a beach", num_images=3, negative_prompt="blurry")
+def test_submit_sdxl_job(alice_api, sandbox, django_capture_on_commit_callbacks):
+    sandbox.worker("sdxl")
+    response, sent = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast",
+                              prompt="two women on a beach", num_images=3, negative_prompt="blurry")
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["status"] == "queued" and body["queue"] == "sdxl_queue"
     assert 0 <= body["seed"] <= 2**32 - 1
-    assert body["queue_position"] >= 1
+    assert body["queue_position"] == 1 and body["waiting_reason"] is None
+    assert body["estimated_finish_seconds"] == body["estimated_start_seconds"] + body["expected_generation_seconds"]
     assert body["expected_generation_seconds"] == 3 * job_types.get("sdxl_image_fast").expected_seconds
     assert "bad anatomy" in body["negative_prompt"] and "wrong number of people" in body["negative_prompt"]
     assert body["negative_prompt"].endswith("blurry")
-    assert len(callbacks) == 1  # one task, sent after commit
+    assert sent == [body["id"]]  # released to the pool once committed
     job = Job.objects.get(pk=body["id"])
     assert (job.width, job.height, job.steps) == (64, 64, 3)  # dev profile, from the table
 
@@ -101,13 +106,15 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("data", "field"), BAD_INPUTS)
-def test_bad_input_is_400_naming_the_field_and_creates_nothing(alice_api, django_capture_on_commit_callbacks,
+def test_bad_input_is_400_naming_the_field_and_creates_nothing(alice_api, sandbox, django_capture_on_commit_callbacks,
                                                                data, field):
-    response, callbacks = post_job(alice_api, django_capture_on_commit_callbacks, **data)
+    sandbox.worker("sdxl")
+    sandbox.worker("wan")
+    response, sent = post_job(alice_api, django_capture_on_commit_callbacks, **data)
     assert response.status_code == 400
     assert field in response.json(), response.json()
     assert Job.objects.count() == 0
-    assert callbacks == []  # no task was sent
+    assert sent == []  # nothing released
 
 
 def test_several_bad_fields_are_all_named(alice_api, django_capture_on_commit_callbacks):
@@ -142,36 +149,16 @@ def test_reference_image_rules(alice_api, alice, bob, settings, django_capture_o
     assert Job.objects.count() == 1
 
 
-@pytest.fixture
-def sdxl_worker_heartbeat():
-    """Publish an SDXL worker's heartbeat, as a running worker does, advertising given reference types."""
-    import json
-
-    from generation import brokers, presence
-
-    names = []
-
-    def publish(name, reference_types, queue="sdxl_queue"):
-        key = f"{presence.KEY_PREFIX}{name}"
-        brokers.client().set(key, json.dumps({"name": name, "queues": [queue]}), ex=60)
-        brokers.client().set(key + ":loaded", json.dumps({"reference_types": reference_types}))
-        names.append(key)
-
-    yield publish
-    for key in names:
-        brokers.client().delete(key, key + ":loaded")
-
-
-def test_ip_adapter_reference_types_follow_what_the_pool_advertises(alice_api, alice, sdxl_worker_heartbeat,
+def test_ip_adapter_reference_types_follow_what_the_pool_advertises(alice_api, alice, sandbox,
                                                                      django_capture_on_commit_callbacks):
     ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8,
                                         height=8, size_bytes=10)
-    sdxl_worker_heartbeat("sdxl-a@test", ["character", "composition", "style"])
+    sandbox.worker("sdxl", reference_types=["character", "composition", "style"])
     style, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
                         reference_image=ref.pk, reference_type="style", reference_strength=0.5)
     assert style.status_code == 201 and style.json()["reference_strength"] == 0.5
     # A second worker without IP-Adapter weights: a style job could land on it, so it is refused now.
-    sdxl_worker_heartbeat("sdxl-b@test", ["composition"])
+    sandbox.worker("sdxl", reference_types=["composition"])
     refused, sent = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x",
                              reference_image=ref.pk, reference_type="character")
     assert refused.status_code == 400 and sent == []
@@ -181,7 +168,7 @@ def test_ip_adapter_reference_types_follow_what_the_pool_advertises(alice_api, a
     assert composition.status_code == 201
 
 
-def test_wan_video_references_follow_what_the_pool_advertises(alice_api, alice, sdxl_worker_heartbeat,
+def test_wan_video_references_follow_what_the_pool_advertises(alice_api, alice, sandbox,
                                                                django_capture_on_commit_callbacks):
     ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8,
                                         height=8, size_bytes=10)
@@ -190,7 +177,7 @@ def test_wan_video_references_follow_what_the_pool_advertises(alice_api, alice, 
         return post_job(alice_api, django_capture_on_commit_callbacks, job_type=job_type, prompt="x",
                         reference_image=ref.pk, reference_type=reference_type)
 
-    sdxl_worker_heartbeat("wan-a@test", ["composition"], queue="wan_queue")  # image-to-video loaded
+    sandbox.worker("wan", reference_types=["composition"])  # image-to-video loaded
     video, sent = post("video7b_fast_enhanced")
     assert video.status_code == 201 and len(sent) == 1
     style, _ = post("video_fast", "style")
@@ -198,7 +185,7 @@ def test_wan_video_references_follow_what_the_pool_advertises(alice_api, alice, 
     image, _ = post("image_fast")
     assert image.status_code == 400 and "only video types" in image.json()["reference_type"][0]
     # A second WAN worker without an image-to-video model: a video job could land on it.
-    sdxl_worker_heartbeat("wan-b@test", [], queue="wan_queue")
+    sandbox.worker("wan", reference_types=[])
     refused, sent = post("video_fast")
     assert refused.status_code == 400 and sent == []
     assert refused.json()["reference_type"] == [
@@ -219,7 +206,8 @@ def test_configured_reference_types(settings):
     assert capabilities.configured_reference_types("wan") == set()
 
 
-def test_idempotency_key_returns_the_first_job(alice_api, bob_api, django_capture_on_commit_callbacks):
+def test_idempotency_key_returns_the_first_job(alice_api, bob_api, sandbox, django_capture_on_commit_callbacks):
+    sandbox.worker("wan")
     headers = {"Idempotency-Key": "retry-123"}
     first, sent_first = post_job(alice_api, django_capture_on_commit_callbacks, headers, job_type="image_fast",
                                  prompt="a")
@@ -273,10 +261,23 @@ def test_cancel_queued_job(alice_api, django_capture_on_commit_callbacks):
     assert not Job.move(job_id, JobStatus.QUEUED)
 
 
-def test_queue_position_counts_jobs_ahead(alice_api, django_capture_on_commit_callbacks):
-    positions = [post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast",
-                          prompt="x")[0].json()["queue_position"] for _ in range(3)]
-    assert positions == [1, 2, 3]
+def test_queue_position_counts_jobs_ahead(alice_api, sandbox, django_capture_on_commit_callbacks):
+    sandbox.worker("wan")  # two released (one per worker, plus a buffer of one), the third waits
+    jobs = [post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x")[0].json()
+            for _ in range(3)]
+    assert [job["queue_position"] for job in jobs] == [1, 2, 3]
+    assert [alice_api.get(f"/api/jobs/{job['id']}/").json()["queue_position"] for job in jobs] == [1, 2, 3]
+
+
+def test_with_no_worker_online_a_job_waits_and_says_why(alice_api, sandbox, django_capture_on_commit_callbacks):
+    response, sent = post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x")
+    body = response.json()
+    assert response.status_code == 201 and body["status"] == "queued" and sent == []
+    assert body["waiting_reason"] == "No WAN worker is online; the job starts when one is."
+    assert body["queue_position"] is None and body["estimated_start_seconds"] is None
+    sandbox.worker("wan")
+    again = alice_api.get(f"/api/jobs/{body['id']}/").json()
+    assert again["waiting_reason"] is None and again["queue_position"] == 1
 
 
 def test_job_types_endpoint(alice_api):

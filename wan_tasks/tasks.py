@@ -9,9 +9,9 @@ from . import pipeline
 
 
 @shared_task(name="wan.generate")
-def generate(job_id):
+def generate(job_id, release=0):
     """Render one WAN job (an image or a video) and record the outcome on the job."""
-    runtime.run(job_id, "wan", pipeline.generate)
+    runtime.run(job_id, "wan", pipeline.generate, release)
 
 
 # A wrong model path stops the worker at start, with a message naming the variable.

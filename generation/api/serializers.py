@@ -5,7 +5,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
-from .. import capabilities, job_types, storage
+from .. import capabilities, job_types, scheduler, storage
 from ..models import Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
 
 
@@ -119,6 +119,9 @@ class VideoSerializer(AssetSerializer):
 
 class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     queue_position = serializers.SerializerMethodField()
+    estimated_start_seconds = serializers.SerializerMethodField()
+    estimated_finish_seconds = serializers.SerializerMethodField()
+    waiting_reason = serializers.SerializerMethodField()
     expected_generation_seconds = serializers.FloatField(source="expected_seconds", read_only=True)
     duration = serializers.FloatField(read_only=True)
     images = serializers.SerializerMethodField()
@@ -127,7 +130,8 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "job_type", "status", "queue", "queue_position", "format", "quality", "model_type",
+            "id", "job_type", "status", "queue", "queue_position", "estimated_start_seconds",
+            "estimated_finish_seconds", "waiting_reason", "format", "quality", "model_type",
             "prompt", "enhanced_prompt", "negative_prompt", "seed", "num_images", "aspect_ratio", "width",
             "height", "steps", "guidance", "frames", "reference_image", "reference_type",
             "reference_strength", "expected_generation_seconds", "credits", "progress", "current_step",
@@ -136,8 +140,27 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
         ]
         read_only_fields = fields  # a representation only: JobRequestSerializer is what clients send
 
-    def get_queue_position(self, job):
-        return job.queue_position()
+    def outlook(self, job):
+        """The scheduler's Outlook of a queued or running job (one PoolView per pool and request)."""
+        known = self.context.setdefault("outlooks", {})
+        if job.pk not in known:
+            known.update(scheduler.outlooks([job], self.context.setdefault("pool_views", {})))
+        return known.get(job.pk, scheduler.Outlook())
+
+    def get_queue_position(self, job) -> int | None:
+        """1: the next job of its pool to start; the place the scheduler's fair order gives it."""
+        return self.outlook(job).position
+
+    def get_estimated_start_seconds(self, job) -> float | None:
+        """Seconds until it starts (0 once running), from this installation's measured durations."""
+        return self.outlook(job).start_seconds
+
+    def get_estimated_finish_seconds(self, job) -> float | None:
+        return self.outlook(job).finish_seconds
+
+    def get_waiting_reason(self, job) -> str | None:
+        """Why a queued job cannot start now (no worker online, or none that can serve it)."""
+        return self.outlook(job).waiting_reason
 
     def get_images(self, job):
         if job.format != "png" or job.status != JobStatus.COMPLETED:

@@ -38,11 +38,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response(JobSerializer(first, context=self.get_serializer_context()).data)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            job, created = submission.submit(request.user, serializer.validated_data, key)
-        except submission.QueueUnavailable:
-            return Response({"detail": "The job queue is unavailable; try again shortly."},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        job, created = submission.submit(request.user, serializer.validated_data, key)
         return Response(JobSerializer(job, context=self.get_serializer_context()).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -11,7 +11,7 @@ import socket
 
 from celery import signals
 
-from .. import presence
+from .. import presence, scheduler
 from ..brokers import client
 
 status = {"name": socket.gethostname(), "queues": []}
@@ -42,6 +42,8 @@ def _init(sender, **kwargs):
 def _ready(sender, **kwargs):
     status["queues"] = sorted(sender.app.amqp.queues.consume_from)
     publish()
+    for queue in status["queues"]:
+        scheduler.kick(queue)  # jobs waited for a worker: this one can take them now
 
 
 @signals.heartbeat_sent.connect

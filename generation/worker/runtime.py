@@ -96,11 +96,14 @@ class JobRun:
         self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 4)
 
 
-def run(job_id, pool, generate):
-    """Run one job through `generate`; the job always ends completed, failed or cancelled."""
-    if not Job.move(job_id, JobStatus.PROCESSING, started_at=timezone.now(), attempts=F("attempts") + 1,
-                    progress=0, current_step=0, error_message=""):
-        log.info("job %s is not runnable (cancelled or finished); skipped", job_id)
+def run(job_id, pool, generate, release=0):
+    """Run one job through `generate`; the job always ends completed, failed or cancelled. `release`:
+    the scheduler's number of the message that brought the task (0: sent before the scheduler existed,
+    or a direct call); a message of an earlier release (the job was sent again after its message seemed
+    lost) starts nothing."""
+    if not Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release}, started_at=timezone.now(),
+                    attempts=F("attempts") + 1, progress=0, current_step=0, error_message=""):
+        log.info("job %s is not runnable (cancelled, finished or released again); skipped", job_id)
         return
     job = Job.objects.get(pk=job_id)
     events.publish_on_commit(job)

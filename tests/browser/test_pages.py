@@ -170,7 +170,7 @@ def test_cancel_a_queued_job(page, alice, log_in, live_workers, screenshot):
     cancelled = Job.objects.get(pk=job_id)
     assert cancelled.status == "cancelled" and cancelled.started_at is None
     assert not Video.objects.filter(job=cancelled).exists()
-    assert f"job {job_id} is not runnable (cancelled or finished); skipped" in live_workers.output()
+    assert f"job {job_id} is not runnable (cancelled, finished or released again); skipped" in live_workers.output()
     assert brokers.client().llen("wan_queue") == 0
     expect(card(page, job_id)).to_have_attribute("data-status", "cancelled")
 

@@ -1,0 +1,378 @@
+"""The scheduler: the database is the queue of record; this releases each pool's jobs to its broker
+queue a few at a time, in a fair order, and releases again what the broker lost.
+
+Release rule: a pool's broker queue holds at most (1 + SCHEDULER_BUFFER_PER_WORKER) unstarted jobs
+per online worker of the pool. With no worker online nothing is released (a job says why it waits).
+
+Fair order among a pool's waiting jobs (generation.models.Job with released_at unset):
+1. the tier (staff and priority users before standard ones). A tier whose oldest waiting job has
+   waited SCHEDULER_AGEING_SECONDS counts one tier higher for each such period, so it never starves;
+2. the user with the fewest jobs running or released in the pool;
+3. the user served least recently (their latest release in the pool, over the last day);
+4. the user's own oldest job (first in, first out within one user).
+
+`release(queue)` runs after a submission commits, after a job ends or is cancelled, when a worker
+comes online, and on beat's tick (generation.tasks.schedule), which first `recover_lost(queue)`:
+released jobs whose message the broker no longer holds wait again. Schedulers of one pool hold a
+PostgreSQL advisory lock, so concurrent ones never release a job twice nor more than the rule allows.
+Messages are sent after commit and numbered (Job.releases): a message of an earlier release that
+turns up late starts nothing (generation.worker.runtime checks the number).
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q
+from django.utils import timezone
+
+from ourvidz.celery import app as celery_app
+
+from . import brokers, capabilities, job_types, presence
+from .models import Job, JobStatus, Tier, tier_of
+
+log = logging.getLogger(__name__)
+
+WAITING = Q(status=JobStatus.QUEUED, released_at__isnull=True)
+RELEASED = Q(status=JobStatus.QUEUED, released_at__isnull=False)
+IN_FLIGHT = Q(status=JobStatus.PROCESSING) | RELEASED
+SERVED_WINDOW = timedelta(days=1)  # "served least recently" looks this far back
+
+
+def task_id(job_id, release):
+    """The Celery task id of a job's `release`-th message: the broker is searched for it by id."""
+    return f"{job_id}.{release}"
+
+
+def pool_workers(queue, online):
+    """The online workers consuming `queue`."""
+    return [w for w in online if queue in w.get("queues", [])]
+
+
+def release_limit(workers):
+    """How many unstarted jobs a pool's broker queue may hold with `workers` workers online."""
+    return workers * (1 + settings.SCHEDULER_BUFFER_PER_WORKER)
+
+
+def servable(queue, online):
+    """A filter for the pool's jobs its online workers can all run (a reference type every one of them
+    has loaded, or no reference), as submission checks it."""
+    allowed = Q(reference_type="")
+    for jt in job_types.JOB_TYPES.values():
+        if jt.queue == queue:
+            for reference_type in capabilities.reference_types(jt, online):
+                allowed |= Q(job_type=jt.name, reference_type=reference_type)
+    return allowed
+
+
+def kick(queue):
+    """release(queue), for the moments something changed (a submission, a job's end, a worker coming
+    online). A failure is logged, not raised: the job is safe in the database and beat's tick retries."""
+    try:
+        release(queue)
+    except Exception:
+        log.warning("could not release jobs of %s now; the next tick will", queue, exc_info=True)
+
+
+def release(queue):
+    """Send `queue`'s next waiting jobs, in fair order, until its broker queue holds what the release
+    rule allows; returns the jobs released (their messages go out once this commits)."""
+    online = presence.online()
+    workers = len(pool_workers(queue, online))
+    limit = release_limit(workers)
+    if not workers or Job.objects.filter(RELEASED, queue=queue).count() >= limit:
+        return []  # the common case under load, answered without taking the lock
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # Held to the end of the transaction: one scheduler per pool at a time, whichever process.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ourvidz.release.{queue}"])
+        free = limit - Job.objects.filter(RELEASED, queue=queue).count()
+        if free <= 0:
+            return []
+        now = timezone.now()
+        released = []
+        for job in fair_order(queue, free, servable(queue, online), now):
+            # Conditional: a job cancelled meanwhile stays cancelled.
+            if Job.objects.filter(WAITING, pk=job.pk).update(released_at=now, releases=F("releases") + 1):
+                job.released_at, job.releases = now, job.releases + 1
+                released.append(job)
+        transaction.on_commit(lambda: send(released))
+    return released
+
+
+def send(jobs):
+    """Send each released job's task by name to its pool's queue; a job whose message cannot be sent
+    waits again (the web tier never imports the pools)."""
+    for job in jobs:
+        jt = job.type
+        try:
+            celery_app.send_task(jt.task, args=[str(job.pk)], kwargs={"release": job.releases},
+                                 task_id=task_id(job.pk, job.releases), queue=job.queue,
+                                 soft_time_limit=jt.time_limit(job.num_images),
+                                 time_limit=jt.hard_time_limit(job.num_images))
+        except Exception:
+            log.warning("could not send job %s to %s; it waits for the next release", job.pk, job.queue,
+                        exc_info=True)
+            Job.objects.filter(RELEASED, pk=job.pk, releases=job.releases).update(released_at=None)
+
+
+def recover_lost(queue):
+    """Return to waiting the jobs released more than SCHEDULER_LOST_AFTER seconds ago whose message the
+    broker holds no more (lost in a broker restart, say); the next release sends them again. Returns
+    how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER)
+    stale = Job.objects.filter(RELEASED, queue=queue, released_at__lt=cutoff).values_list("pk", "releases")
+    stale = list(stale)
+    if not stale:
+        return 0
+    present = brokers.task_ids(queue)
+    lost = [pk for pk, number in stale if task_id(pk, number) not in present]
+    if lost:
+        log.warning("%d released jobs of %s are not in the broker; releasing them again", len(lost), queue)
+    return Job.objects.filter(RELEASED, pk__in=lost, released_at__lt=cutoff).update(released_at=None)
+
+
+def retier(user):
+    """Give `user`'s waiting jobs the tier the user has now (generation.models.tier_of)."""
+    return Job.objects.filter(WAITING, user=user).update(tier=tier_of(user))
+
+
+# --- the fair order ---------------------------------------------------------------------------------
+
+@dataclass
+class Share:
+    """One user's part of a pool: what the fair order compares."""
+
+    user_id: int
+    tier: int
+    waiting: int
+    in_flight: int
+    oldest: object  # created_at of the oldest waiting job
+    last_served: object = None  # latest release in the pool (within SERVED_WINDOW), or None
+    picked: int = 0  # while ordering: the number of the latest pick of this user's (0: none yet)
+
+    def served_key(self):
+        """Least recently served first: never served, then by the time of the latest release, then the
+        picks made while ordering, which come after every real release."""
+        if self.picked:
+            return (2, self.picked)
+        return (0, 0.0) if self.last_served is None else (1, self.last_served.timestamp())
+
+
+def shares(queue, now):
+    """The users with waiting jobs in `queue`, each with their Share (two queries)."""
+    rows = (Job.objects.filter(queue=queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
+            .values("user_id")
+            .annotate(waiting=Count("pk", filter=WAITING), in_flight=Count("pk", filter=IN_FLIGHT),
+                      oldest=Min("created_at", filter=WAITING), tier=Max("tier", filter=WAITING))
+            .order_by())
+    users = {row["user_id"]: Share(row["user_id"], row["tier"], row["waiting"], row["in_flight"], row["oldest"])
+             for row in rows if row["waiting"]}
+    if users:
+        served = (Job.objects.filter(queue=queue, user_id__in=users, released_at__gte=now - SERVED_WINDOW)
+                  .values("user_id").annotate(last=Max("released_at")).order_by())
+        for row in served:
+            users[row["user_id"]].last_served = row["last"]
+    return users
+
+
+def effective_tiers(users, now):
+    """Tier -> the tier its jobs compete at: one higher per SCHEDULER_AGEING_SECONDS its oldest waiting
+    job has waited, up to the top tier."""
+    oldest = {}
+    for share in users.values():
+        oldest[share.tier] = min(share.oldest, oldest.get(share.tier, share.oldest))
+    top = max(Tier.values)
+    step = settings.SCHEDULER_AGEING_SECONDS
+    return {tier: min(top, tier + int((now - since).total_seconds() // step)) for tier, since in oldest.items()}
+
+
+def fair_order(queue, limit, allowed=None, now=None):
+    """The first `limit` waiting jobs of `queue` (among those matching the filter `allowed`) in fair order."""
+    allowed = Q() if allowed is None else allowed
+    now = now or timezone.now()
+    users = shares(queue, now)
+    tiers = effective_tiers(users, now)
+    upcoming = {}  # user id -> their next waiting jobs, oldest first, fetched when first picked
+    picks = 0
+    order = []
+    while len(order) < limit and users:
+        share = min(users.values(), key=lambda s: (-tiers[s.tier], s.in_flight, s.served_key(), s.oldest))
+        if share.user_id not in upcoming:
+            upcoming[share.user_id] = list(Job.objects.filter(WAITING, allowed, queue=queue, user_id=share.user_id)
+                                           .order_by("created_at", "pk")[:limit])
+        jobs = upcoming[share.user_id]
+        if not jobs:
+            del users[share.user_id]
+            continue
+        order.append(jobs.pop(0))
+        picks += 1
+        share.in_flight += 1
+        share.picked = picks
+        share.oldest = jobs[0].created_at if jobs else share.oldest
+    return order
+
+
+# --- what a waiting job can expect ------------------------------------------------------------------
+
+DURATIONS_TTL = 30  # seconds a process reuses the measured durations
+DURATION_HISTORY = 20  # recent completed jobs per job type
+_durations = {"expires": 0.0, "seconds": {}}
+
+
+def unit_seconds():
+    """Job type -> measured seconds per job (per image for SDXL): the mean of its last
+    DURATION_HISTORY completed jobs of the past week on this installation. Cached DURATIONS_TTL seconds."""
+    if time.monotonic() > _durations["expires"]:
+        batched = [jt.name for jt in job_types.JOB_TYPES.values() if jt.batched]
+        with connection.cursor() as cursor:
+            cursor.execute(f"""
+                SELECT job_type, AVG(seconds) FROM (
+                    SELECT job_type,
+                           EXTRACT(EPOCH FROM completed_at - started_at)
+                               / CASE WHEN job_type = ANY(%s) THEN GREATEST(num_images, 1) ELSE 1 END AS seconds,
+                           ROW_NUMBER() OVER (PARTITION BY job_type ORDER BY completed_at DESC) AS recent
+                    FROM {Job._meta.db_table}
+                    WHERE status = %s AND started_at IS NOT NULL AND completed_at >= %s
+                ) AS jobs WHERE recent <= %s GROUP BY job_type""",
+                           [batched, JobStatus.COMPLETED, timezone.now() - timedelta(days=7), DURATION_HISTORY])
+            _durations["seconds"] = {job_type: float(seconds) for job_type, seconds in cursor.fetchall()}
+        _durations["expires"] = time.monotonic() + DURATIONS_TTL
+    return _durations["seconds"]
+
+
+def expected_seconds(job_type, num_images, measured):
+    """How long a job runs: measured on this installation, else the job-type table."""
+    jt = job_types.get(job_type)
+    per_unit = measured.get(job_type, jt.expected_seconds)
+    return per_unit * (num_images if jt.batched else 1)
+
+
+@dataclass
+class Outlook:
+    """A queued or running job's place and times, as the API shows them."""
+
+    position: int | None = None  # 1: the next to start in its pool
+    start_seconds: float | None = None  # from now, estimated
+    finish_seconds: float | None = None
+    waiting_reason: str | None = None  # why it cannot start now, in words
+
+
+class PoolView:
+    """One pool's queue as the scheduler would serve it now, for the outlook of its jobs. Build one per
+    request and pool: a handful of queries, then each job costs one more."""
+
+    def __init__(self, queue, online):
+        self.queue = queue
+        self.pool = next(p for p in job_types.POOLS.values() if p.queue == queue)
+        self.now = timezone.now()
+        self.online = online
+        self.workers = None if online is None else len(pool_workers(queue, online))
+        self.users = shares(queue, self.now)
+        self.tiers = effective_tiers(self.users, self.now)
+        self.measured = unit_seconds()
+        active = (Job.objects.filter(queue=queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
+                  .values("status", "job_type", "num_images")
+                  .annotate(jobs=Count("pk"), released=Count("pk", filter=RELEASED), started=Min("started_at"))
+                  .order_by())
+        self.released = 0
+        self.running_left = 0.0
+        queued_jobs = queued_seconds = 0.0
+        for row in active:
+            seconds = expected_seconds(row["job_type"], row["num_images"], self.measured)
+            if row["status"] == JobStatus.PROCESSING:
+                elapsed = (self.now - row["started"]).total_seconds() if row["started"] else 0.0
+                self.running_left += row["jobs"] * max(0.0, seconds - elapsed)
+            else:
+                self.released += row["released"]
+                queued_jobs += row["jobs"]
+                queued_seconds += row["jobs"] * seconds
+        self.mean_queued = queued_seconds / queued_jobs if queued_jobs else 0.0
+
+    def outlook(self, job):
+        """The Outlook of `job`, one of this pool's."""
+        if job.status == JobStatus.QUEUED and job.released_at is None and job.user_id not in self.users:
+            job = Job.objects.filter(pk=job.pk).first() or job  # released since it was read (a fresh submission)
+        if job.status == JobStatus.PROCESSING:
+            left = expected_seconds(job.job_type, job.num_images, self.measured)
+            if job.started_at:
+                left = max(0.0, left - (self.now - job.started_at).total_seconds())
+            return Outlook(start_seconds=0.0, finish_seconds=round(left, 1))
+        reason = self.waiting_reason(job)
+        if reason:
+            return Outlook(waiting_reason=reason)
+        position = self.position(job)
+        if position is None:
+            return Outlook()
+        start = (self.running_left + (position - 1) * self.mean_queued) / self.workers
+        duration = expected_seconds(job.job_type, job.num_images, self.measured)
+        return Outlook(position, round(start, 1), round(start + duration, 1))
+
+    def waiting_reason(self, job):
+        name = self.pool.name.upper()
+        if self.online is None:
+            return "The job queue cannot be reached right now; the job is kept and starts once it is back."
+        if not self.workers:
+            return f"No {name} worker is online; the job starts when one is."
+        if job.reference_type and job.reference_type not in capabilities.reference_types(job.type, self.online):
+            return (f"No online {name} worker can use a '{job.reference_type}' reference now; the job starts when "
+                    "one can.")
+        return None
+
+    def position(self, job):
+        """1 + the jobs that start before `job`: those released already, then the waiting ones the fair
+        order puts first if nothing else changes."""
+        if job.released_at is not None:
+            return Job.objects.filter(RELEASED, queue=self.queue).filter(
+                Q(released_at__lt=job.released_at) | Q(released_at=job.released_at, pk__lt=job.pk)).count() + 1
+        mine = self.users.get(job.user_id)
+        if mine is None:  # it left the queue meanwhile
+            return None
+        rank = Job.objects.filter(WAITING, queue=self.queue, user_id=job.user_id).filter(
+            Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk)).count()
+        # The order picks users round by round: a user's (rank+1)-th job is picked at the round in which
+        # its jobs in flight reach `level`. Users with fewer in flight go first; within a round, users
+        # who joined it later (more in flight to begin with) go first, then by the tie-breaks.
+        level = mine.in_flight + rank
+        tier = self.tiers[mine.tier]
+        ahead = self.released + rank
+        for other in self.users.values():
+            if other.user_id == job.user_id or self.tiers[other.tier] < tier:
+                continue
+            if self.tiers[other.tier] > tier:
+                ahead += other.waiting
+                continue
+            ahead += min(max(level - other.in_flight, 0), other.waiting)
+            in_round = other.in_flight <= level < other.in_flight + other.waiting
+            if in_round and _before(other, mine):
+                ahead += 1
+        return ahead + 1
+
+
+def _before(other, mine):
+    """Whether `other` is picked before `mine` within a round they are both in."""
+    if other.in_flight != mine.in_flight:
+        return other.in_flight > mine.in_flight
+    return (other.served_key(), other.oldest) < (mine.served_key(), mine.oldest)
+
+
+def outlooks(jobs, cache=None):
+    """Job -> Outlook for queued and running `jobs`; `cache` keeps one PoolView per pool across calls
+    (a serializer's context)."""
+    cache = {} if cache is None else cache
+    result = {}
+    for job in jobs:
+        if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
+            continue
+        if job.queue not in cache:
+            try:
+                online = presence.online()
+            except Exception:  # Redis is down: the database still knows the queue
+                online = None
+            cache[job.queue] = PoolView(job.queue, online)
+        result[job.pk] = cache[job.queue].outlook(job)
+    return result
+

@@ -1,0 +1,296 @@
+"""The scheduler without worker processes: the release rule, the fair order, tiers and ageing, lost
+messages, concurrent schedulers, and what a waiting job says about itself.
+
+Each test pretends workers are online with `sandbox.worker(...)` and, where it reads what was sent,
+gives the pools queues of its own (`sandbox.private_queues()`); nothing consumes them.
+"""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from generation import brokers, job_types, scheduler, submission, tasks
+from generation.models import Account, Job, JobStatus, Tier
+from generation.worker import runtime
+
+
+def queue_jobs(user, count, job_type="sdxl_image_fast", start=None, **fields):
+    """`count` saved waiting jobs of `user`, one second apart from `start` (oldest first)."""
+    start = start or timezone.now() - timedelta(minutes=5)
+    jobs = []
+    for i in range(count):
+        job = submission.build_job(user, job_type, f"{user.username} {i}")
+        job.created_at = start + timedelta(seconds=i)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.save(force_insert=True)
+        jobs.append(job)
+    return jobs
+
+
+def owners(jobs):
+    return [job.user.username for job in jobs]
+
+
+def sandbox_queue(pool):
+    """The pool's queue as this test sees it (the sandbox's own after private_queues())."""
+    return job_types.POOLS[pool].queue
+
+
+@pytest.fixture
+def release(django_capture_on_commit_callbacks):
+    """scheduler.release(queue of `pool`), with the messages sent as they are once its transaction commits."""
+    def run(pool="sdxl"):
+        with django_capture_on_commit_callbacks(execute=True):
+            return scheduler.release(sandbox_queue(pool))
+    return run
+
+
+def test_nothing_is_released_without_a_worker_online(release, alice, sandbox):
+    sandbox.private_queues()
+    queue_jobs(alice, 3)
+    assert release() == []
+    assert sandbox.sent("sdxl") == []
+
+
+def test_the_broker_holds_one_job_per_worker_plus_a_buffer(release, alice, sandbox, settings):
+    sandbox.private_queues()
+    jobs = queue_jobs(alice, 9)
+    first = sandbox.worker("sdxl")
+    released = release()
+    assert [job.pk for job in released] == [job.pk for job in jobs[:2]]  # 1 worker: 1 + a buffer of 1
+    assert sandbox.sent("sdxl") == [scheduler.task_id(job.pk, 1) for job in jobs[:2]]
+    assert release() == []  # full: nothing more until one starts
+    sandbox.worker("sdxl")
+    assert len(release()) == 2  # a second worker: room for two more
+    settings.SCHEDULER_BUFFER_PER_WORKER = 2
+    assert len(release()) == 2  # 2 workers × (1 + 2)
+    sandbox.stop(first)
+    assert release() == []
+    Job.objects.filter(pk__in=[j.pk for j in jobs[:4]]).update(status=JobStatus.PROCESSING)  # four started
+    assert len(release()) == 1  # one worker × 3, two still released
+    assert Job.objects.filter(released_at__isnull=False).count() == 7
+    assert len(sandbox.sent("sdxl")) == 7 == len(set(sandbox.sent("sdxl")))
+
+
+def test_second_user_starts_before_the_flood(alice, bob, sandbox):
+    flood = queue_jobs(alice, 20)
+    mine = queue_jobs(bob, 2, start=timezone.now() - timedelta(seconds=30))  # bob came last
+    order = scheduler.fair_order(sandbox_queue("sdxl"), 22)
+    assert owners(order[:5]) == ["alice", "bob", "alice", "bob", "alice"]
+    assert [job.pk for job in order if job.user == alice] == [job.pk for job in flood]  # FIFO within a user
+    assert [job.pk for job in order if job.user == bob] == [job.pk for job in mine]
+
+
+def test_the_user_with_fewer_jobs_in_flight_goes_first(alice, bob, sandbox):
+    queue_jobs(alice, 2, start=timezone.now() - timedelta(minutes=10), released_at=timezone.now())  # in the broker
+    queue_jobs(alice, 3, start=timezone.now() - timedelta(minutes=9))
+    queue_jobs(bob, 3)
+    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 6)) == ["bob", "bob", "alice", "bob", "alice",
+                                                                       "alice"]
+
+
+def test_the_user_served_least_recently_breaks_a_tie(alice, bob, sandbox):
+    queue_jobs(alice, 2)
+    queue_jobs(bob, 2, start=timezone.now() - timedelta(minutes=1))  # bob's jobs are newer ...
+    done = queue_jobs(alice, 1, start=timezone.now() - timedelta(hours=1))[0]
+    Job.objects.filter(pk=done.pk).update(status=JobStatus.COMPLETED, released_at=timezone.now())  # ... alice was just served
+    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 4)) == ["bob", "alice", "bob", "alice"]
+
+
+def test_priority_users_go_first_and_a_waiting_tier_rises_with_age(alice, bob, charlie, sandbox, settings):
+    Account.objects.create(user=charlie, tier=Tier.PRIORITY)
+    now = timezone.now()
+    queue_jobs(alice, 3, start=now - timedelta(minutes=5))
+    queue_jobs(charlie, 2, start=now - timedelta(minutes=1))
+    bob.is_staff = True
+    bob.save()
+    queue_jobs(bob, 1, start=now - timedelta(seconds=30))
+    settings.SCHEDULER_AGEING_SECONDS = 3600
+    order = owners(scheduler.fair_order(sandbox_queue("sdxl"), 6))
+    assert order == ["charlie", "bob", "charlie", "alice", "alice", "alice"]  # staff count as priority
+    # Alice has waited 5 minutes: with a 4-minute ageing step her tier competes with priority, and the
+    # fair order takes her first (nothing in flight, oldest job).
+    settings.SCHEDULER_AGEING_SECONDS = 240
+    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 6))[:3] == ["alice", "charlie", "bob"]
+
+
+def test_a_new_tier_applies_to_the_jobs_already_waiting(alice, sandbox):
+    waiting = queue_jobs(alice, 2)
+    running = queue_jobs(alice, 1, status=JobStatus.PROCESSING)[0]
+    account = Account.objects.create(user=alice, tier=Tier.PRIORITY)  # what the admin's user page saves
+    assert {job.tier for job in Job.objects.filter(pk__in=[j.pk for j in waiting])} == {Tier.PRIORITY}
+    assert Job.objects.get(pk=running.pk).tier == Tier.STANDARD
+    account.tier = Tier.STANDARD
+    account.save()
+    assert set(Job.objects.filter(pk__in=[j.pk for j in waiting]).values_list("tier", flat=True)) == {0}
+    assert submission.build_job(alice, "image_fast", "x").tier == Tier.STANDARD
+
+
+def test_queue_positions_are_the_order_the_scheduler_releases_in(release, alice, bob, charlie, sandbox, settings):
+    sandbox.private_queues()
+    Account.objects.create(user=charlie, tier=Tier.PRIORITY)
+    queue_jobs(alice, 2, start=timezone.now() - timedelta(minutes=20), released_at=timezone.now())
+    queue_jobs(alice, 6, start=timezone.now() - timedelta(minutes=10))
+    queue_jobs(bob, 3, start=timezone.now() - timedelta(minutes=8))
+    queue_jobs(charlie, 2, start=timezone.now() - timedelta(minutes=1))
+    waiting = list(Job.objects.filter(status=JobStatus.QUEUED, released_at__isnull=True))
+    sandbox.worker("sdxl")
+    settings.SCHEDULER_AGEING_SECONDS = 3600  # no tier has waited long enough to rise
+    view = scheduler.PoolView(sandbox_queue("sdxl"), scheduler.presence.online())
+    positions = {job.pk: view.outlook(job).position for job in waiting}
+    assert sorted(positions.values()) == list(range(3, 3 + len(waiting)))  # alice's two released come first
+    settings.SCHEDULER_BUFFER_PER_WORKER = 100  # release everything, in the scheduler's own order
+    released = release()
+    assert [job.pk for job in released] == sorted(positions, key=positions.get)
+    assert owners(released)[:4] == ["charlie", "charlie", "bob", "bob"]  # then bob: nothing in flight yet
+
+
+def test_estimates_use_the_measured_durations(alice, sandbox):
+    sandbox.worker("sdxl")
+    scheduler._durations["expires"] = 0.0  # forget what another test measured
+    started = timezone.now() - timedelta(seconds=100)
+    for seconds in (20, 30):  # sdxl_image_fast, 1 image: 25 s measured, against the table's 4 s
+        done = queue_jobs(alice, 1, status=JobStatus.COMPLETED)[0]
+        Job.objects.filter(pk=done.pk).update(started_at=started, completed_at=started + timedelta(seconds=seconds))
+    running = queue_jobs(alice, 1, status=JobStatus.PROCESSING)[0]
+    Job.objects.filter(pk=running.pk).update(started_at=timezone.now() - timedelta(seconds=10))
+    first, second = queue_jobs(alice, 2, num_images=1)
+    outlooks = scheduler.outlooks(Job.objects.filter(pk__in=[running.pk, first.pk, second.pk]))
+    assert outlooks[running.pk].start_seconds == 0 and outlooks[running.pk].finish_seconds == pytest.approx(15, abs=1)
+    assert outlooks[first.pk].start_seconds == pytest.approx(15, abs=1)  # the running job's remaining 15 s
+    assert outlooks[second.pk].start_seconds == pytest.approx(40, abs=1)  # ... then the first one's 25 s
+    assert outlooks[second.pk].finish_seconds == pytest.approx(65, abs=1)
+    scheduler._durations["expires"] = 0.0
+
+
+def test_a_job_no_online_worker_can_serve_waits_and_says_so(release, alice, sandbox):
+    job = queue_jobs(alice, 1, reference_type="style")[0]
+    sandbox.private_queues()
+    Job.objects.filter(pk=job.pk).update(queue=sandbox_queue("sdxl"))
+    job.refresh_from_db()
+    no_adapter = sandbox.worker("sdxl", reference_types=["composition"])
+    assert release() == []
+    reason = scheduler.outlooks([job])[job.pk].waiting_reason
+    assert reason == "No online SDXL worker can use a 'style' reference now; the job starts when one can."
+    sandbox.stop(no_adapter)
+    sandbox.worker("sdxl", reference_types=["composition", "style", "character"])
+    assert scheduler.outlooks([job])[job.pk].waiting_reason is None
+    assert [j.pk for j in release()] == [job.pk]
+
+
+def test_a_lost_message_is_released_again_and_a_late_one_starts_nothing(release, alice, sandbox, settings,
+                                                                       django_capture_on_commit_callbacks):
+    sandbox.private_queues()
+    sandbox.worker("sdxl")
+    job = queue_jobs(alice, 1)[0]
+    release()
+    brokers.client().delete(sandbox_queue("sdxl"))  # the broker lost the message (a restart, say)
+    assert scheduler.recover_lost(sandbox_queue("sdxl")) == 0  # not before SCHEDULER_LOST_AFTER
+    Job.objects.filter(pk=job.pk).update(released_at=timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER + 1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.schedule() >= 1  # beat's tick: recovered, then released again
+    job.refresh_from_db()
+    assert job.releases == 2 and sandbox.sent("sdxl") == [scheduler.task_id(job.pk, 2)]
+    # The first message turns up after all: it starts nothing; the second one runs the job.
+    runtime.run(str(job.pk), "sdxl", lambda run: [], release=1)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    runtime.run(str(job.pk), "sdxl", lambda run: [], release=2)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
+
+
+def test_a_message_still_in_the_broker_is_not_released_again(release, alice, sandbox, settings):
+    sandbox.private_queues()
+    sandbox.worker("sdxl")
+    job = queue_jobs(alice, 1)[0]
+    release()
+    Job.objects.filter(pk=job.pk).update(released_at=timezone.now() - timedelta(hours=1))  # a long queue
+    assert scheduler.recover_lost(sandbox_queue("sdxl")) == 0
+    assert Job.objects.get(pk=job.pk).releases == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_schedulers_release_each_job_once(alice, bob, sandbox):
+    sandbox.private_queues()
+    queue_jobs(alice, 20)
+    queue_jobs(bob, 10)
+    for _ in range(4):
+        sandbox.worker("sdxl")  # room for 8
+    start = threading.Barrier(8)
+
+    def schedule():
+        start.wait()
+        try:
+            scheduler.release(sandbox_queue("sdxl"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=schedule) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    released = Job.objects.filter(released_at__isnull=False)
+    assert released.count() == 8 and set(released.values_list("releases", flat=True)) == {1}
+    assert sorted(sandbox.sent("sdxl")) == sorted(scheduler.task_id(pk, 1) for pk in released.values_list("pk", flat=True))
+    assert owners(released.order_by("created_at")).count("bob") == 4  # fair even under the race
+
+
+def test_cancelling_a_waiting_job_needs_no_broker(alice_api, alice, settings):
+    job = queue_jobs(alice, 1)[0]
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there: the broker is down
+    brokers.client.cache_clear()
+    try:
+        response = alice_api.post(f"/api/jobs/{job.pk}/cancel/")
+    finally:
+        brokers.client.cache_clear()
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+
+def test_with_the_broker_down_a_submission_is_accepted_and_released_later(alice_api, sandbox, settings,
+                                                                           django_capture_on_commit_callbacks):
+    sandbox.private_queues()
+    sandbox.worker("sdxl")
+    real = settings.REDIS_URL
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    brokers.client.cache_clear()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = alice_api.post("/api/jobs/", {"job_type": "sdxl_image_fast", "prompt": "a cat"}, format="json")
+        body = response.json()
+    finally:
+        settings.REDIS_URL = real
+        brokers.client.cache_clear()
+    assert response.status_code == 201 and body["status"] == "queued"
+    assert body["waiting_reason"].startswith("The job queue cannot be reached right now")
+    assert Job.objects.get(pk=body["id"]).released_at is None and sandbox.sent("sdxl") == []
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.schedule() == 1  # the broker is back: beat's next tick releases it
+    assert sandbox.sent("sdxl") == [scheduler.task_id(body["id"], 1)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_positions_match_the_fair_order_in_random_queues(seed, alice, bob, charlie, sandbox, settings):
+    import random
+
+    chance = random.Random(seed)
+    settings.SCHEDULER_AGEING_SECONDS = 10**6
+    now = timezone.now()
+    for user in (alice, bob, charlie):
+        if chance.random() < 0.4:
+            Account.objects.create(user=user, tier=Tier.PRIORITY)
+        queue_jobs(user, chance.randint(0, 3), start=now - timedelta(hours=chance.randint(2, 5)),
+                   released_at=now - timedelta(minutes=chance.randint(1, 50)))
+        if chance.random() < 0.5:
+            done = queue_jobs(user, 1, start=now - timedelta(hours=6), status=JobStatus.COMPLETED)[0]
+            Job.objects.filter(pk=done.pk).update(released_at=now - timedelta(minutes=chance.randint(1, 50)))
+        queue_jobs(user, chance.randint(1, 6), start=now - timedelta(minutes=chance.randint(10, 100)))
+    sandbox.worker("sdxl")
+    waiting = list(Job.objects.filter(status=JobStatus.QUEUED, released_at__isnull=True))
+    view = scheduler.PoolView(sandbox_queue("sdxl"), scheduler.presence.online())
+    positions = {job.pk: view.outlook(job).position for job in waiting}
+    order = scheduler.fair_order(sandbox_queue("sdxl"), len(waiting))
+    assert [positions[job.pk] for job in order] == list(range(view.released + 1, view.released + 1 + len(order)))
