@@ -69,3 +69,29 @@ def test_cancel_and_retry_actions(admin_client, alice, django_capture_on_commit_
 def test_negative_terms_are_editable(admin_client):
     page = admin_client.get("/admin/generation/negativeterm/")
     assert page.status_code == 200 and "bad anatomy" in page.content.decode()
+
+
+def test_an_admin_sets_a_users_tier_on_their_page_and_their_waiting_jobs_follow(admin_client, alice):
+    from generation.models import Tier
+
+    waiting = make_job(alice)
+    page = admin_client.get(f"/admin/auth/user/{alice.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200 and 'name="account-0-tier"' in html
+    form = {name: value for name, value in page.context["adminform"].form.initial.items() if value is not None}
+    form.update({
+        "username": "alice", "date_joined_0": timezone.localtime(alice.date_joined).strftime("%Y-%m-%d"),
+        "date_joined_1": timezone.localtime(alice.date_joined).strftime("%H:%M:%S"), "is_active": "on",
+        "account-TOTAL_FORMS": "1", "account-INITIAL_FORMS": "0", "account-MIN_NUM_FORMS": "0",
+        "account-MAX_NUM_FORMS": "1", "account-0-tier": str(Tier.PRIORITY), "account-0-user": str(alice.pk),
+    })
+    form.pop("password", None)
+    form.pop("groups", None)
+    form.pop("user_permissions", None)
+    saved = admin_client.post(f"/admin/auth/user/{alice.pk}/change/", form)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    alice.refresh_from_db()
+    assert alice.account.tier == Tier.PRIORITY
+    assert Job.objects.get(pk=waiting.pk).tier == Tier.PRIORITY
+    listing = admin_client.get("/admin/auth/user/").content.decode()
+    assert "priority" in listing
