@@ -10,102 +10,30 @@ asserts nothing about speed.
 1. Added latency: jobs submitted one after another over HTTP; for each, the time from POST to
    "completed" visible in the API, minus the worker's own generation time. Goal: p50 <= 50 ms.
 2. Throughput: with the workers stopped, 8 client processes POST 2,000 jobs; jobs per second,
-   then the database and the queues must hold exactly 2,000. Goal here: >= 200 jobs/s.
+   then the database must hold exactly 2,000, all waiting there, and the broker none (with no
+   worker online the scheduler releases nothing). Goal here: >= 200 jobs/s.
 """
 
 import argparse
 import http.client
-import json
 import multiprocessing
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import common
+from common import Procs, request
 
-ROOT = common.ROOT
 BENCH_DB = "ourvidz_bench"
-HOST, PORT = "127.0.0.1", 8765
-
-
-def bench_env(data_dir):
-    env = dict(os.environ)
-    env.update({
-        **common.scratch_env(BENCH_DB),
-        "OURVIDZ_DATA_DIR": str(data_dir),
-        "OURVIDZ_MODELS_DIR": str(ROOT / "var" / "models"),
-        "WEB_BIND": f"{HOST}:{PORT}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
-    return env
-
-
-def manage(env, *args):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True).stdout
-
-
-def reset(env):
-    """Fresh scratch database and Redis db, the dev models, and a user with an API token."""
-    import redis
-
-    common.recreate_database(BENCH_DB)
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    manage(env, "setup")
-    return manage(env, "shell", "-c", (
-        "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-        "u = User.objects.create_user('bench'); print(Token.objects.create(user=u).key)")).split()[-1]
-
-
-class Procs:
-    def __init__(self, names, env, log):
-        self.process = subprocess.Popen(["honcho", "-f", str(ROOT / "Procfile"), "start", *names], cwd=ROOT,
-                                        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self):
-        os.killpg(self.process.pid, signal.SIGINT)
-        self.process.wait(60)
-
-
-def request(conn, method, path, token, body=None):
-    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
-    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-    response = conn.getresponse()
-    return response.status, json.loads(response.read() or b"null")
-
-
-def wait_http(token, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(HOST, PORT, timeout=5)
-            if request(conn, "GET", "/api/queues/", token)[0] == 200:
-                return conn
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError("web server did not answer")
-
-
-def wait_workers(conn, token, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        queues = request(conn, "GET", "/api/queues/", token)[1]
-        if all(q["workers"] for q in queues):
-            return
-        time.sleep(0.5)
-    raise TimeoutError("workers did not come online")
+PORT = 8765
 
 
 def added_latency(env, token, jobs, log):
     procs = Procs(["web", "sdxl", "wan"], env, log)
     try:
-        conn = wait_http(token)
-        wait_workers(conn, token)
+        conn = common.wait_http(PORT, token)
+        common.wait_workers(conn, token)
         overheads, totals = [], []
         for i in range(jobs + 2):
             job_type = "sdxl_image_fast" if i % 2 == 0 else "image_fast"
@@ -128,7 +56,7 @@ def added_latency(env, token, jobs, log):
 def _client(args):
     token, count, barrier = args
     barrier.wait()
-    conn = http.client.HTTPConnection(HOST, PORT, timeout=30)
+    conn = http.client.HTTPConnection(common.HOST, PORT, timeout=30)
     ids = []
     for i in range(count):
         job_type = "sdxl_image_fast" if i % 2 == 0 else "video_fast"
@@ -143,9 +71,9 @@ def throughput(env, token, total, clients, log):
     import psycopg2
     import redis
 
-    procs = Procs(["web"], env, log)  # no workers: everything stays queued
+    procs = Procs(["web"], env, log)  # no workers: everything waits in the database, nothing is released
     try:
-        wait_http(token).close()
+        common.wait_http(PORT, token).close()
         manager = multiprocessing.Manager()
         barrier = manager.Barrier(clients + 1)
         with multiprocessing.Pool(clients) as pool:
@@ -158,12 +86,13 @@ def throughput(env, token, total, clients, log):
         procs.stop()
     conn = psycopg2.connect(env["DATABASE_URL"])
     with conn.cursor() as cursor:
-        cursor.execute("SELECT count(*), count(DISTINCT id) FROM generation_job")
-        rows, distinct = cursor.fetchone()
+        cursor.execute("SELECT count(*), count(DISTINCT id), "
+                       "count(*) FILTER (WHERE status = 'queued' AND released_at IS NULL) FROM generation_job")
+        rows, distinct, waiting = cursor.fetchone()
     conn.close()
     broker = redis.Redis.from_url(env["REDIS_URL"])
-    queued = broker.llen("sdxl_queue") + broker.llen("wan_queue")
-    return len(ids), len(set(ids)), elapsed, rows, distinct, queued
+    in_broker = broker.llen("sdxl_queue") + broker.llen("wan_queue")
+    return len(ids), len(set(ids)), elapsed, rows, distinct, waiting, in_broker
 
 
 def percentile(values, q):
@@ -181,12 +110,12 @@ def main():
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="ourvidz-bench-"))
-    env = bench_env(data_dir)
+    env = common.stack_env(BENCH_DB, data_dir, PORT)
     log_path = data_dir / "stack.log"
     print(f"stack log: {log_path}")
     with open(log_path, "wb") as log:
         if not args.skip_latency:
-            token = reset(env)
+            token, = common.reset_stack(env, BENCH_DB, ["bench"])
             overheads, totals = added_latency(env, token, args.jobs, log)
             ms = [1000 * v for v in overheads]
             print(f"\nAdded latency over {len(ms)} jobs (POST -> completed visible, minus generation time)")
@@ -194,12 +123,14 @@ def main():
                   f"max {max(ms):7.1f} ms   (goal: p50 <= 50 ms)")
             print(f"  end-to-end p50 {1000 * statistics.median(totals):7.1f} ms")
         if not args.skip_throughput:
-            token = reset(env)
-            sent, unique, elapsed, rows, distinct, queued = throughput(env, token, args.submit, args.clients, log)
+            token, = common.reset_stack(env, BENCH_DB, ["bench"])
+            sent, unique, elapsed, rows, distinct, waiting, in_broker = throughput(env, token, args.submit,
+                                                                                  args.clients, log)
             print(f"\nSubmission throughput: {args.clients} clients, {sent} jobs, workers stopped")
             print(f"  {sent / elapsed:7.1f} jobs/s accepted in {elapsed:.2f} s   (goal: >= 200 jobs/s)")
-            print(f"  database rows {rows} (distinct {distinct}), queued tasks {queued}, distinct ids returned "
-                  f"{unique}: {'OK' if rows == distinct == queued == unique == args.submit else 'MISMATCH'}")
+            ok = rows == distinct == waiting == unique == args.submit and in_broker == 0
+            print(f"  database rows {rows} (distinct {distinct}), waiting unreleased {waiting}, tasks in the broker "
+                  f"{in_broker}, distinct ids returned {unique}: {'OK' if ok else 'MISMATCH'}")
 
 
 if __name__ == "__main__":

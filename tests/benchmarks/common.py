@@ -1,9 +1,14 @@
-"""What the benchmark scripts share: the scratch database, Django set-up, the GPU part's scaffolding.
+"""What the benchmark scripts share: the scratch database, the Procfile stack over HTTP, Django set-up, the GPU
+part's scaffolding.
 
 The scripts run as `python tests/benchmarks/bench_x.py`, so this folder is on sys.path and they `import common`.
 """
 
+import http.client
+import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,13 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def scratch_env(bench_db):
-    """Environment of a benchmark run: database `bench_db` and Redis db 15 on the configured servers, quiet logs."""
+def scratch_env(bench_db, redis_db=15):
+    """Environment of a benchmark run: database `bench_db` and Redis db `redis_db` on the configured servers,
+    quiet logs."""
     db = urlsplit(os.environ["DATABASE_URL"])
     redis = urlsplit(os.environ["REDIS_URL"])
     return {
         "DATABASE_URL": urlunsplit(db._replace(path="/" + bench_db)),
-        "REDIS_URL": urlunsplit(redis._replace(path="/15")),  # what the worker publishes on loading
+        "REDIS_URL": urlunsplit(redis._replace(path=f"/{redis_db}")),  # what the worker publishes on loading
         "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-use-0123456789",
         "LOG_LEVEL": "WARNING",
     }
@@ -35,6 +41,89 @@ def recreate_database(bench_db):
         cursor.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
         cursor.execute(f'CREATE DATABASE "{bench_db}"')
     conn.close()
+
+
+# --- The Procfile stack, driven over HTTP (bench_core, bench_scheduler) -------------------------------
+
+HOST = "127.0.0.1"
+
+
+def stack_env(bench_db, data_dir, port, redis_db=15):
+    """Environment of the Procfile's processes: the scratch database and Redis db, `data_dir`, the dev models,
+    gunicorn on HOST:`port`, this venv's commands first on PATH."""
+    env = dict(os.environ)
+    env.update({
+        **scratch_env(bench_db, redis_db),
+        "OURVIDZ_DATA_DIR": str(data_dir),
+        "OURVIDZ_MODELS_DIR": str(ROOT / "var" / "models"),
+        "WEB_BIND": f"{HOST}:{port}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    })
+    return env
+
+
+def manage(env, *args):
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def reset_stack(env, bench_db, users):
+    """Fresh scratch database and Redis db, the dev models, and a user with an API token per name in `users`;
+    returns their tokens."""
+    import redis
+
+    recreate_database(bench_db)
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    manage(env, "setup")
+    return manage(env, "shell", "-c", (
+        "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+        f"print(*[Token.objects.create(user=User.objects.create_user(name)).key for name in {list(users)!r}])"
+    )).split()[-len(users):]
+
+
+class Procs:
+    """Processes of the Procfile, started by honcho; stop() ends them all."""
+
+    def __init__(self, names, env, log):
+        self.process = subprocess.Popen(["honcho", "-f", str(ROOT / "Procfile"), "start", *names], cwd=ROOT,
+                                        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self):
+        os.killpg(self.process.pid, signal.SIGINT)
+        self.process.wait(60)
+
+
+def request(conn, method, path, token, body=None):
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"null")
+
+
+def wait_http(port, token, timeout=60):
+    """A connection to the web server on HOST:`port`, once it answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            if request(conn, "GET", "/api/queues/", token)[0] == 200:
+                return conn
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError("web server did not answer")
+
+
+def wait_workers(conn, token, queues=None, timeout=120):
+    """Wait until each pool queue in `queues` (default: all) has workers online, all with their models loaded
+    (a job released earlier would wait for the loading, and count it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = request(conn, "GET", "/api/queues/", token)[1]
+        if all(q["workers"] and all(w["loaded"] for w in q["workers"])
+               for q in stats if queues is None or q["queue"] in queues):
+            return
+        time.sleep(0.5)
+    raise TimeoutError("workers did not come online")
 
 
 def django_setup():
