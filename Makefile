@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 SERVICES := $(BIN)/python -m ourvidz.services --
 
-.PHONY: install run test bench-core bench-sdxl bench-wan manage lint clean
+.PHONY: install run test bench-core bench-scheduler bench-sdxl bench-wan manage lint clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ test: install
 
 bench-core: install
 	$(SERVICES) python tests/benchmarks/bench_core.py $(ARGS)
+
+bench-scheduler: install
+	$(SERVICES) python tests/benchmarks/bench_scheduler.py $(ARGS)
 
 bench-sdxl: install
 	$(SERVICES) python tests/benchmarks/bench_sdxl.py $(ARGS)
