@@ -1,18 +1,21 @@
 """Per-queue figures for operators: backlog, workers online, waits, throughput and errors.
 
-`figures` is the one definition of jobs per hour, error rate and average wait; the API's
-/api/queues/ and the staff Dashboard both read it.
+`figures` is the one definition of jobs per hour, error rate and average wait, and `load` of what a
+pool holds now (waiting, released, running, per user); the API's /api/queues/ and the staff Dashboard
+both read them.
 """
 
 from datetime import timedelta
 
-from django.db.models import Avg, Count, F, FloatField, Func, Q
+from django.db.models import Avg, Count, F, FloatField, Func, Min, Q
 from django.utils import timezone
 
 from . import brokers, job_types, presence
 from .models import Job, JobStatus
+from .scheduler import RELEASED, WAITING
 
 WINDOW = timedelta(hours=1)
+HEAVIEST_USERS = 5  # users listed per pool, those with the most jobs waiting or in flight
 
 
 def seconds_between(start, end):
@@ -39,23 +42,50 @@ def figures(jobs, window=WINDOW):
     }
 
 
+def load(jobs, heaviest=HEAVIEST_USERS):
+    """What `jobs` (one pool's) hold now, in one query grouped by user: jobs waiting for the scheduler,
+    released to the broker but not started, and running; the `heaviest` users by jobs waiting plus in
+    flight (released or running, as the fair order counts them), most first; and the age in seconds
+    of the oldest waiting job (None when none waits)."""
+    rows = list(
+        jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
+        .values("user__username")
+        .annotate(waiting=Count("pk", filter=WAITING), released=Count("pk", filter=RELEASED),
+                  running=Count("pk", filter=Q(status=JobStatus.PROCESSING)), oldest=Min("created_at", filter=WAITING))
+        .order_by()
+    )
+    users = [{"user": row["user__username"], "waiting": row["waiting"], "in_flight": row["released"] + row["running"]}
+             for row in rows]
+    users.sort(key=lambda u: (-(u["waiting"] + u["in_flight"]), u["user"]))
+    oldest = min((row["oldest"] for row in rows if row["oldest"] is not None), default=None)
+    return {
+        "waiting_jobs": sum(row["waiting"] for row in rows),
+        "released_jobs": sum(row["released"] for row in rows),
+        "running_jobs": sum(row["running"] for row in rows),
+        "heaviest_users": users[:heaviest],
+        "oldest_waiting_seconds": round((timezone.now() - oldest).total_seconds(), 1) if oldest else None,
+    }
+
+
 def queue_stats(window=WINDOW):
     """One dict per pool queue: its length in the broker, jobs queued and processing, the workers
-    online, and its `figures` over the last `window`."""
+    online, its `figures` over the last `window` and its `load` now."""
     online = presence.online()
     stats = []
     for pool in job_types.POOLS.values():
         jobs = Job.objects.filter(queue=pool.queue)
         recent = figures(jobs, window)
+        current = load(jobs)
         stats.append({
             "queue": pool.queue,
             "pool": pool.name,
             "length": brokers.client().llen(pool.queue),
-            "queued_jobs": jobs.filter(status=JobStatus.QUEUED).count(),
-            "processing_jobs": jobs.filter(status=JobStatus.PROCESSING).count(),
+            "queued_jobs": current["waiting_jobs"] + current["released_jobs"],
+            "processing_jobs": current["running_jobs"],
             "workers": [w for w in online if pool.queue in w.get("queues", [])],
             "average_wait_seconds": recent["average_wait_seconds"],
             "jobs_per_hour": recent["jobs_per_hour"],
             "error_rate": recent["error_rate"],
+            **current,
         })
     return stats

@@ -10,7 +10,7 @@ from helpers import ALICE_PASSWORD, ROOT
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
-from generation import job_types
+from generation import job_types, submission
 from generation.models import Image, Job, JobStatus, ReferenceImage
 
 
@@ -278,6 +278,26 @@ def test_with_no_worker_online_a_job_waits_and_says_why(alice_api, sandbox, djan
     sandbox.worker("wan")
     again = alice_api.get(f"/api/jobs/{body['id']}/").json()
     assert again["waiting_reason"] is None and again["queue_position"] == 1
+
+
+def test_queues_endpoint_shows_what_waits_in_each_pool(alice_api, bob, sandbox, django_capture_on_commit_callbacks):
+    sandbox.worker("wan")  # two of alice's videos are released (one per worker, plus a buffer of one)
+    for _ in range(3):
+        post_job(alice_api, django_capture_on_commit_callbacks, job_type="video_fast", prompt="x")
+    running = submission.build_job(bob, "image_fast", "a WAN image that runs")
+    running.status = JobStatus.PROCESSING
+    running.save()
+    body = {q["queue"]: q for q in alice_api.get("/api/queues/").json()}
+    wan = body["wan_queue"]
+    assert {"length", "queued_jobs", "processing_jobs", "workers", "average_wait_seconds", "jobs_per_hour",
+            "error_rate"} <= set(wan)  # the keys of before stay
+    assert (wan["waiting_jobs"], wan["released_jobs"], wan["running_jobs"]) == (1, 2, 1)
+    assert (wan["queued_jobs"], wan["processing_jobs"]) == (3, 1)
+    assert wan["heaviest_users"] == [{"user": "alice", "waiting": 1, "in_flight": 2},
+                                     {"user": "bob", "waiting": 0, "in_flight": 1}]
+    assert 0 <= wan["oldest_waiting_seconds"] < 60
+    sdxl = body["sdxl_queue"]
+    assert (sdxl["waiting_jobs"], sdxl["heaviest_users"], sdxl["oldest_waiting_seconds"]) == (0, [], None)
 
 
 def test_job_types_endpoint(alice_api):

@@ -1,4 +1,5 @@
-"""The operators' Dashboard: access, queue rows, workers, the timing chart, failures, query count."""
+"""The operators' Dashboard: access, queue rows, what waits and for whom, workers, the timing chart,
+failures, query count."""
 
 import re
 import uuid
@@ -14,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from helpers import create_user
 
-from generation import brokers, job_types, presence, submission
+from generation import brokers, job_types, presence, queues, submission
 from generation.models import JobStatus
 from generation.web import dashboard
 from generation.worker import heartbeats
@@ -84,6 +85,15 @@ def make_job(user, job_type="sdxl_image_fast", status=JobStatus.QUEUED, took=Non
             job.completed_at = end
     job.save()
     return job
+
+
+def waiting_jobs(user, count, job_type="sdxl_image_fast", released=False, ago=timedelta(minutes=1)):
+    """`count` queued jobs of `user`, submitted `ago`: waiting for the scheduler, or released to the broker."""
+    for _ in range(count):
+        job = make_job(user, job_type)
+        job.created_at = timezone.now() - ago
+        job.released_at = timezone.now() if released else None
+        job.save()
 
 
 @pytest.fixture
@@ -190,6 +200,56 @@ def test_queue_figures_and_totals(staff_client, alice, private_workers):
     rows = {row[0].split()[0]: row for row in body_rows(response, "queues")}
     assert rows["sdxl_queue"][5:] == ["15 s", "3", "25.0 %"]  # wait (3×10+30)/4, jobs per hour, 1 of 4 failed
     assert rows["wan_queue"][5:] == ["40 s", "1", "0.0 %"]
+
+
+def test_load_of_each_pool_counts_waiting_released_and_running_per_user(alice, bob, charlie, private_workers):
+    waiting_jobs(alice, 5, ago=timedelta(minutes=10))
+    waiting_jobs(alice, 1, released=True)
+    make_job(bob, "sdxl_image_fast", JobStatus.PROCESSING)
+    waiting_jobs(charlie, 1, ago=timedelta(minutes=3))
+    make_job(charlie, "sdxl_image_fast", JobStatus.COMPLETED)  # finished jobs are no load
+    waiting_jobs(bob, 2, job_type="video_fast", ago=timedelta(seconds=30))
+
+    stats = {q["queue"]: q for q in queues.queue_stats()}
+    sdxl, wan = stats["sdxl_queue"], stats["wan_queue"]
+    assert (sdxl["waiting_jobs"], sdxl["released_jobs"], sdxl["running_jobs"]) == (6, 1, 1)
+    assert (sdxl["queued_jobs"], sdxl["processing_jobs"]) == (7, 1)  # the keys of before, as they were
+    assert sdxl["heaviest_users"] == [{"user": "alice", "waiting": 5, "in_flight": 1},
+                                      {"user": "bob", "waiting": 0, "in_flight": 1},
+                                      {"user": "charlie", "waiting": 1, "in_flight": 0}]
+    assert sdxl["oldest_waiting_seconds"] == pytest.approx(600, abs=5)
+    assert (wan["waiting_jobs"], wan["released_jobs"], wan["running_jobs"]) == (2, 0, 0)
+    assert wan["heaviest_users"] == [{"user": "bob", "waiting": 2, "in_flight": 0}]
+    assert wan["oldest_waiting_seconds"] == pytest.approx(30, abs=5)
+
+
+def test_heaviest_users_are_the_five_with_the_most_jobs_waiting_or_in_flight(db, private_workers):
+    for i in range(7):
+        waiting_jobs(create_user(f"user{i}"), i + 1, job_type="video_fast")
+    (wan,) = [q for q in queues.queue_stats() if q["queue"] == "wan_queue"]
+    assert [u["user"] for u in wan["heaviest_users"]] == ["user6", "user5", "user4", "user3", "user2"]
+    assert wan["waiting_jobs"] == sum(range(1, 8))
+
+
+def test_an_empty_pool_has_no_oldest_waiting_job(alice, private_workers):
+    waiting_jobs(alice, 1, released=True)
+    (sdxl,) = [q for q in queues.queue_stats() if q["queue"] == "sdxl_queue"]
+    assert (sdxl["waiting_jobs"], sdxl["released_jobs"], sdxl["oldest_waiting_seconds"]) == (0, 1, None)
+
+
+def test_dashboard_shows_what_waits_and_for_whom(staff_client, alice, bob, private_workers):
+    waiting_jobs(alice, 5, ago=timedelta(minutes=10))
+    waiting_jobs(alice, 1, released=True)
+    make_job(bob, "sdxl_image_fast", JobStatus.PROCESSING)
+    response = staff_client.get("/dashboard/")
+    rows = {row[0]: row for row in body_rows(response, "queue-load")}
+    assert rows["sdxl_queue"][1:4] == ["5", "1", "1"]
+    assert re.fullmatch(r"10 min 0\d s", rows["sdxl_queue"][4])  # the oldest waiting job's age
+    assert rows["sdxl_queue"][5] == "alice 5 waiting · 1 in flight bob 0 waiting · 1 in flight"
+    assert rows["wan_queue"][1:] == ["0", "0", "0", "–", "–"]
+    # The queues table keeps its columns: queued counts released jobs too.
+    sdxl = {row[0].split()[0]: row for row in body_rows(response, "queues")}["sdxl_queue"]
+    assert (sdxl[2], sdxl[3]) == ("6", "1")
 
 
 def test_broker_down_still_renders(staff_client, monkeypatch):
@@ -332,3 +392,19 @@ def test_query_count_does_not_grow_with_jobs(staff_client, alice, private_worker
     many = count_queries()
     assert many == few
     assert many <= 20
+
+
+def test_queue_load_takes_a_fixed_number_of_queries_whatever_the_users(alice, private_workers):
+    def count_queries():
+        with CaptureQueriesContext(connection) as queries:
+            queues.queue_stats()
+        return len(queries)
+
+    waiting_jobs(alice, 1)
+    few = count_queries()
+    for i in range(12):
+        user = create_user(f"user{i}")
+        waiting_jobs(user, 2, job_type=list(job_types.JOB_TYPES)[i % len(job_types.JOB_TYPES)])
+        waiting_jobs(user, 1, job_type="video_fast", released=True)
+        make_job(user, "sdxl_image_fast", JobStatus.PROCESSING)
+    assert count_queries() == few == 2 * len(job_types.POOLS)  # per pool: the hour's figures, the load now

@@ -1,4 +1,5 @@
-"""The operators' Dashboard: queues, workers, throughput, errors, and generation time per job type.
+"""The operators' Dashboard: queues, what waits in them and for whom, workers, throughput, errors, and
+generation time per job type.
 
 The figures come from plain functions (`totals`, `timings_by_type`, `latest_failures`, `timing_chart`,
 `overview`) that tests call without HTTP; each is one aggregate query (or a fixed few), whatever the
@@ -240,6 +241,7 @@ def overview():
             "average_wait": format_seconds(q["average_wait_seconds"]),
             "jobs_per_hour_text": format_count(q["jobs_per_hour"]),
             "error_rate_text": format_rate(q["error_rate"]),
+            "oldest_waiting": format_seconds(q["oldest_waiting_seconds"]),
         })
     total = totals(STATS_WINDOW)
     timings = timings_by_type(TIMING_WINDOW)
