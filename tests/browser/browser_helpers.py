@@ -63,7 +63,7 @@ def assert_not_reloaded(page):
 
 
 RECORDER = """() => {
-  // Every state a job card goes through: its status and its progress bar's width (0..1).
+  // Every state a job card goes through: its status, its progress bar's width (0..1) and its time line.
   window.__jobStates = [];
   const record = () => {
     for (const card of document.querySelectorAll('div.job[data-job-id]')) {
@@ -75,10 +75,11 @@ RECORDER = """() => {
         else if (bar.parentElement.getBoundingClientRect().width > 0)
           width = bar.getBoundingClientRect().width / bar.parentElement.getBoundingClientRect().width;
       }
+      const eta = card.querySelector('.eta') ? card.querySelector('.eta').textContent : null;
       const states = window.__jobStates;
       const last = [...states].reverse().find(s => s.id === card.dataset.jobId);
-      if (!last || last.status !== card.dataset.status || last.width !== width)
-        states.push({id: card.dataset.jobId, status: card.dataset.status, width, t: performance.now()});
+      if (!last || last.status !== card.dataset.status || last.width !== width || last.eta !== eta)
+        states.push({id: card.dataset.jobId, status: card.dataset.status, width, eta, t: performance.now()});
     }
   };
   new MutationObserver(record).observe(document.body, {subtree: true, childList: true, attributes: true,

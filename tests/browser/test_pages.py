@@ -4,6 +4,8 @@ reuse, video playback, cancel, delete, the operators' Dashboard. Any JavaScript 
 (see conftest.py); screenshots of every page land in test-artifacts/screenshots/."""
 
 import re
+import uuid
+from dataclasses import replace
 
 from browser_helpers import (
     assert_not_reloaded,
@@ -18,9 +20,10 @@ from browser_helpers import (
     record_job_states,
     submit_job,
 )
+from helpers import Stack, sdxl_worker_command, worker_env
 from playwright.sync_api import expect
 
-from generation import brokers, presence, submission
+from generation import brokers, job_types, presence, submission
 from generation.models import Image, Job, Video
 from ourvidz.celery import app
 
@@ -58,6 +61,13 @@ def test_image_job_progress_and_three_results_without_reload(page, alice, log_in
     # Each denoising step reaches the bar while the job runs (a step takes about half a second here).
     partial = [s["width"] for s in states if s["status"] == "processing" and s["width"] and s["width"] < 1]
     assert partial, f"the bar showed no step between start and finish: {states}"
+    # Queued, the card says when the job should start and finish; running, how long it has left (the
+    # scheduler's estimates, counted down between updates).
+    queued = [s["eta"] for s in states if s["status"] == "queued"]
+    assert queued and all(re.match(r"(starts in about \d.*|starts shortly) · done in about \d", eta)
+                          for eta in queued), states
+    running = [s["eta"] for s in states if s["status"] == "processing"]
+    assert running and all(re.fullmatch(r"about \d+ (s|min)( \d+ s)? left|finishing…", eta) for eta in running), states
     final = [s["width"] for s in states if s["status"] == "completed" and s["width"] is not None]
     assert not final or final[-1] > 0.99, f"a completed job's bar is not full: {final}"
     row = Job.objects.get(pk=job_id)
@@ -154,8 +164,13 @@ def test_cancel_a_queued_job(page, alice, log_in, live_workers, screenshot):
         job_id = submit_job(page)
         job = card(page, job_id)
         expect(job).to_have_attribute("data-status", "queued")
-        expect(job.locator(".queue-position")).to_be_visible()
-        expect(job.locator(".queue-position")).to_contain_text(re.compile(r"\d"))
+        # Its pool has a worker online, so the scheduler released it to the broker: it is next, and the
+        # card says when it should start and finish rather than why it waits.
+        expect(job.locator(".queue-position")).to_have_text("Position 1 in queue")
+        expect(job.locator(".eta")).to_have_text(
+            re.compile(r"^(starts in about \d.*|starts shortly) · done in about \d+ (s|min)"))
+        expect(job.locator(".waiting-reason")).to_be_hidden()
+        assert Job.objects.get(pk=job_id).released_at is not None
         screenshot("queued")
         job.locator("button.cancel-job").click()
         expect(job).to_have_attribute("data-status", "cancelled")
@@ -173,6 +188,38 @@ def test_cancel_a_queued_job(page, alice, log_in, live_workers, screenshot):
     assert f"job {job_id} is not runnable (cancelled, finished or released again); skipped" in live_workers.output()
     assert brokers.client().llen("wan_queue") == 0
     expect(card(page, job_id)).to_have_attribute("data-status", "cancelled")
+
+
+def test_a_job_whose_pool_has_no_worker_says_why_it_waits(page, alice, log_in, monkeypatch, tmp_path, screenshot):
+    # The SDXL pool gets a queue of this test's own, which the session's SDXL worker does not serve: for
+    # the server no SDXL worker is online (as when an operator's are all down) until this test starts one.
+    tag = uuid.uuid4().hex[:8]
+    queue = f"sdxl_queue.test-{tag}"
+    monkeypatch.setitem(job_types.POOLS, "sdxl", replace(job_types.POOLS["sdxl"], queue=queue))
+    log_in(alice)
+    choose(page, "kind", "image")
+    choose(page, "model", "sdxl")
+    choose(page, "quality", "fast")
+    page.locator("textarea[name=prompt]").fill("a lighthouse waiting for its keeper")
+    job_id = submit_job(page)
+    job = card(page, job_id)
+    expect(job).to_have_attribute("data-status", "queued")
+    expect(job.locator(".waiting-reason")).to_have_text("No SDXL worker is online; the job starts when one is.")
+    expect(job.locator(".queue-position")).to_be_hidden()  # no place in a queue that does not move
+    expect(job.locator(".eta")).to_have_text(re.compile(r"^takes about \d"))
+    screenshot("waiting")
+    assert Job.objects.get(pk=job_id).released_at is None and brokers.client().llen(queue) == 0
+
+    # A worker of the pool comes online: the scheduler releases the job to it, and the card follows it
+    # over the live stream to its result.
+    worker = Stack([], worker_env(), tmp_path / "worker.log", command=sdxl_worker_command(queue, f"waiting-{tag}"))
+    try:
+        expect(job).to_have_attribute("data-status", "completed", timeout=FINISH_MS)
+    finally:
+        worker.stop()
+    expect(job.locator(".waiting-reason")).to_be_hidden()
+    expect(job.locator(".results img.result-image")).to_have_count(1)
+    screenshot("completed")
 
 
 def test_delete_an_asset_from_the_library(page, alice, log_in, live_workers, screenshot, live_server):
@@ -231,6 +278,10 @@ def test_dashboard_for_staff(page, charlie, log_in, live_workers, screenshot):
         assert names, f"no worker online for {queue}"
         for name in names:
             expect(row).to_contain_text(name)
+    load = page.locator("table#queue-load")
+    expect(load).to_be_visible()
+    for queue in ("sdxl_queue", "wan_queue"):
+        expect(load.locator(f"tr[data-queue='{queue}'] td.waiting")).to_have_text("0")  # the jobs have finished
     chart = page.locator("#timing-chart")
     expect(chart).to_be_visible()
     assert chart.evaluate("e => e.tagName.toLowerCase() === 'svg' || !!e.querySelector('svg')")

@@ -1,6 +1,7 @@
-// The job cards: one per job, newest first, showing its status, queue position, progress, remaining
-// time and, once finished, its results or its error. Cards only move forward (queued → processing →
-// finished), whatever order the answers and events arrive in.
+// The job cards: one per job, newest first, showing its status, its place in its pool's queue and the
+// scheduler's estimates (or why it waits), progress, remaining time and, once finished, its results or
+// its error. Cards only move forward (queued → processing → finished), whatever order the answers and
+// events arrive in.
 
 import { api } from "./api.js";
 import { $, el, formatSeconds, timeLabel, typeLabel } from "./dom.js";
@@ -14,6 +15,8 @@ const RANK = { queued: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 }
 export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuseSettings }) {
   const typesByName = Object.fromEntries(data.job_types.map((t) => [t.name, t]));
   const jobs = new Map(); // id -> latest job JSON
+  // id -> when that JSON arrived (ms): its estimates are seconds from then, counted down between updates.
+  const received = new Map();
 
   const cardFor = (id) => root.querySelector(`.job[data-job-id="${CSS.escape(String(id))}"]`);
 
@@ -31,6 +34,7 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
       el("div", { class: "job-live" },
         el("div", { class: "job-live-row" },
           el("span", { class: "queue-position" }),
+          el("span", { class: "waiting-reason", role: "status", hidden: true }),
           el("span", { class: "eta small muted" })),
         el("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" },
           el("div")),
@@ -75,6 +79,7 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
       if (known && (RANK[job.status] < RANK[known.status] || FINISHED.includes(known.status))) return;
     }
     jobs.set(String(job.id), job);
+    received.set(String(job.id), Date.now());
     renderCard(card, job);
     $("#jobs-empty").hidden = true;
   }
@@ -107,10 +112,16 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     badge.textContent = job.status;
 
     $(".job-live", card).hidden = finished;
+    // A queued job shows why it cannot start (no worker of its pool online, or none that can serve it)
+    // instead of a place in a queue that does not move.
+    const reason = job.status === "queued" ? job.waiting_reason || "" : "";
+    const waiting = $(".waiting-reason", card);
+    waiting.textContent = reason;
+    waiting.hidden = !reason;
     const position = $(".queue-position", card);
-    position.textContent = job.status === "queued"
+    position.textContent = job.status === "queued" && !reason
       ? (job.queue_position ? `Position ${job.queue_position} in queue` : "Waiting in queue") : "";
-    position.hidden = job.status !== "queued";
+    position.hidden = job.status !== "queued" || Boolean(reason);
 
     let percent = job.total_steps ? (100 * job.current_step) / job.total_steps : 100 * (job.progress || 0);
     if (job.status === "completed") percent = 100;
@@ -145,24 +156,35 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     if (job.status === "completed") renderResults(card, job);
   }
 
+  // The scheduler's estimates (from this installation's measured durations): when a queued job starts
+  // and finishes, how long a running one has left. A job without them (it waits for a worker) shows
+  // how long it takes once started.
   function showEta(card, job) {
     const eta = $(".eta", card);
+    const since = (Date.now() - (received.get(String(job.id)) || Date.now())) / 1000;
+    const start = job.estimated_start_seconds;
+    const finish = job.estimated_finish_seconds;
+    const estimated = typeof start === "number" && typeof finish === "number";
     const expected = job.expected_generation_seconds || 0;
-    if (job.status === "queued") {
+    if (job.status === "queued" && estimated) {
+      const startsIn = Math.max(0, start - since);
+      // Past its estimated start a job still takes its own duration: "starts shortly", not "done in 0 s".
+      const starts = startsIn >= 1 ? `starts in about ${formatSeconds(startsIn)}` : "starts shortly";
+      eta.textContent = `${starts} · done in about ${formatSeconds(startsIn + finish - start)}`;
+    } else if (job.status === "queued") {
       eta.textContent = expected ? `takes about ${formatSeconds(expected)}` : "";
-    } else if (job.status === "processing" && job.started_at) {
-      const elapsed = (Date.now() - Date.parse(job.started_at)) / 1000;
-      const left = expected - Math.max(0, elapsed);
+    } else if (job.status === "processing" && typeof finish === "number") {
+      const left = finish - since;
       eta.textContent = left > 1 ? `about ${formatSeconds(left)} left` : "finishing…";
     } else {
       eta.textContent = "";
     }
   }
 
-  // Remaining time of running jobs, between updates (main.js calls it every second).
+  // The estimates of unfinished jobs, counted down between updates (main.js calls it every second).
   function tickEtas() {
     for (const job of jobs.values()) {
-      if (job.status === "processing") {
+      if (!FINISHED.includes(job.status)) {
         const card = cardFor(job.id);
         if (card) showEta(card, job);
       }
@@ -217,7 +239,10 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
   async function refresh(id) {
     const { status, data: job } = await api(`${data.urls.jobs}${id}/`);
     if (status === 200) upsert(job);
-    else if (status === 404) jobs.delete(String(id)); // deleted elsewhere: stop asking
+    else if (status === 404) { // deleted elsewhere: stop asking
+      jobs.delete(String(id));
+      received.delete(String(id));
+    }
     return status;
   }
 
