@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from ourvidz.celery import app as celery_app
 
-from . import brokers, capabilities, job_types, presence
+from . import brokers, capabilities, events, job_types, presence
 from .models import Job, JobStatus, Tier, tier_of
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def release(queue):
             if Job.objects.filter(WAITING, pk=job.pk).update(released_at=now, releases=F("releases") + 1):
                 job.released_at, job.releases = now, job.releases + 1
                 released.append(job)
+                events.publish_on_commit(job)  # its page shows its new place at once
         transaction.on_commit(lambda: send(released))
     return released
 

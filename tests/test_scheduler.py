@@ -97,7 +97,8 @@ def test_the_user_served_least_recently_breaks_a_tie(alice, bob, sandbox):
     queue_jobs(alice, 2)
     queue_jobs(bob, 2, start=timezone.now() - timedelta(minutes=1))  # bob's jobs are newer ...
     done = queue_jobs(alice, 1, start=timezone.now() - timedelta(hours=1))[0]
-    Job.objects.filter(pk=done.pk).update(status=JobStatus.COMPLETED, released_at=timezone.now())  # ... alice was just served
+    # ... but alice was just served.
+    Job.objects.filter(pk=done.pk).update(status=JobStatus.COMPLETED, released_at=timezone.now())
     assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 4)) == ["bob", "alice", "bob", "alice"]
 
 
@@ -190,7 +191,8 @@ def test_a_lost_message_is_released_again_and_a_late_one_starts_nothing(release,
     release()
     brokers.client().delete(sandbox_queue("sdxl"))  # the broker lost the message (a restart, say)
     assert scheduler.recover_lost(sandbox_queue("sdxl")) == 0  # not before SCHEDULER_LOST_AFTER
-    Job.objects.filter(pk=job.pk).update(released_at=timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER + 1))
+    lost_since = timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER + 1)
+    Job.objects.filter(pk=job.pk).update(released_at=lost_since)
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.schedule() >= 1  # beat's tick: recovered, then released again
     job.refresh_from_db()
@@ -235,7 +237,8 @@ def test_concurrent_schedulers_release_each_job_once(alice, bob, sandbox):
         thread.join()
     released = Job.objects.filter(released_at__isnull=False)
     assert released.count() == 8 and set(released.values_list("releases", flat=True)) == {1}
-    assert sorted(sandbox.sent("sdxl")) == sorted(scheduler.task_id(pk, 1) for pk in released.values_list("pk", flat=True))
+    sent_ids = [scheduler.task_id(pk, 1) for pk in released.values_list("pk", flat=True)]
+    assert sorted(sandbox.sent("sdxl")) == sorted(sent_ids)
     assert owners(released.order_by("created_at")).count("bob") == 4  # fair even under the race
 
 
@@ -294,3 +297,13 @@ def test_positions_match_the_fair_order_in_random_queues(seed, alice, bob, charl
     positions = {job.pk: view.outlook(job).position for job in waiting}
     order = scheduler.fair_order(sandbox_queue("sdxl"), len(waiting))
     assert [positions[job.pk] for job in order] == list(range(view.released + 1, view.released + 1 + len(order)))
+
+
+def test_a_released_job_tells_its_page(alice, sandbox, release):
+    from generation import events
+
+    job = queue_jobs(alice, 1)[0]
+    sandbox.worker("sdxl")
+    changes = events.changed_jobs(alice.pk, 3, heartbeat=1)  # the Workspace's stream, subscribed now
+    release()
+    assert next(changes) == str(job.pk)

@@ -175,6 +175,27 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
         return VideoSerializer(video, context=self.context).data if video else None
 
 
+class QueueSerializer(serializers.Serializer):
+    """One pool's queue as GET /api/queues/ shows it (generation.queues.queue_stats); documents the schema."""
+
+    queue = serializers.CharField()
+    pool = serializers.CharField()
+    length = serializers.IntegerField(help_text="Messages in the broker's queue.")
+    queued_jobs = serializers.IntegerField(help_text="Jobs waiting or released, not started.")
+    processing_jobs = serializers.IntegerField()
+    waiting_jobs = serializers.IntegerField(help_text="Queued jobs the scheduler has not released yet.")
+    released_jobs = serializers.IntegerField(help_text="Released to the broker, not started.")
+    running_jobs = serializers.IntegerField()
+    heaviest_users = serializers.ListField(
+        child=serializers.DictField(), required=False,
+        help_text="Staff only: up to 5 users with the most jobs waiting or in flight ({user, waiting, in_flight}).")
+    oldest_waiting_seconds = serializers.FloatField(allow_null=True)
+    workers = serializers.ListField(child=serializers.DictField(), help_text="Workers online and what they loaded.")
+    average_wait_seconds = serializers.FloatField(allow_null=True)
+    jobs_per_hour = serializers.FloatField()
+    error_rate = serializers.FloatField()
+
+
 class ReferenceImageSerializer(serializers.ModelSerializer):
     file = serializers.FileField(write_only=True)
     url = serializers.SerializerMethodField()

@@ -10,7 +10,14 @@ from rest_framework.views import APIView
 from .. import capabilities, job_types, negative_prompts, queues, references, submission
 from ..models import Image, Job, ReferenceImage, Video
 from . import filters
-from .serializers import ImageSerializer, JobRequestSerializer, JobSerializer, ReferenceImageSerializer, VideoSerializer
+from .serializers import (
+    ImageSerializer,
+    JobRequestSerializer,
+    JobSerializer,
+    QueueSerializer,
+    ReferenceImageSerializer,
+    VideoSerializer,
+)
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -130,6 +137,12 @@ def negative_prompt_preview(params):
 
 
 class QueuesView(APIView):
+    @extend_schema(responses=QueueSerializer(many=True))
     def get(self, request):
-        """Per queue: length, workers online, average wait, jobs per hour and error rate (last hour)."""
-        return Response(queues.queue_stats())
+        """Per queue: length, jobs waiting, released and running, workers online, average wait, jobs per
+        hour and error rate (last hour); for staff also the heaviest users (other users' names)."""
+        stats = queues.queue_stats()
+        if not request.user.is_staff:
+            for queue in stats:
+                queue.pop("heaviest_users")
+        return Response(QueueSerializer(stats, many=True).data)
