@@ -15,10 +15,12 @@ TTL_SECONDS = 15
 
 def online():
     """The workers whose heartbeat is fresh, each with what it has loaded."""
-    keys = [k for k in client().scan_iter(KEY_PREFIX + "*") if not k.endswith(LOADED_SUFFIX.encode())]
-    workers = []
-    for key, value in zip(keys, client().mget(keys) if keys else [], strict=True):
-        if value:
-            loaded = client().get(key + LOADED_SUFFIX.encode())
-            workers.append({**json.loads(value), "loaded": json.loads(loaded) if loaded else {}})
+    # One SCAN round trip for a keyspace of up to a thousand keys (the default asks ten at a time), then
+    # one MGET for every heartbeat and what it loaded.
+    keys = [k for k in client().scan_iter(KEY_PREFIX + "*", count=1000) if not k.endswith(LOADED_SUFFIX.encode())]
+    if not keys:
+        return []
+    values = client().mget(keys + [key + LOADED_SUFFIX.encode() for key in keys])
+    workers = [{**json.loads(value), "loaded": json.loads(loaded) if loaded else {}}
+               for value, loaded in zip(values[:len(keys)], values[len(keys):], strict=True) if value]
     return sorted(workers, key=lambda w: w["name"])

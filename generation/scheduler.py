@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -264,7 +265,8 @@ class Outlook:
 
 class PoolView:
     """One pool's queue as the scheduler would serve it now, for the outlook of its jobs. Build one per
-    request and pool: a handful of queries, then each job costs one more."""
+    request and pool; it reads what a job's outlook needs when first needed (nothing when no worker is
+    online), then each job costs a query more."""
 
     def __init__(self, queue, online):
         self.queue = queue
@@ -272,31 +274,41 @@ class PoolView:
         self.now = timezone.now()
         self.online = online
         self.workers = None if online is None else len(pool_workers(queue, online))
-        self.users = shares(queue, self.now)
-        self.tiers = effective_tiers(self.users, self.now)
         self.measured = unit_seconds()
-        active = (Job.objects.filter(queue=queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
+
+    @cached_property
+    def users(self):
+        return shares(self.queue, self.now)
+
+    @cached_property
+    def tiers(self):
+        return effective_tiers(self.users, self.now)
+
+    @cached_property
+    def load(self):
+        """(jobs released, seconds left of the running ones, mean seconds of a queued one)."""
+        active = (Job.objects.filter(queue=self.queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
                   .values("status", "job_type", "num_images")
                   .annotate(jobs=Count("pk"), released=Count("pk", filter=RELEASED), started=Min("started_at"))
                   .order_by())
-        self.released = 0
-        self.running_left = 0.0
-        queued_jobs = queued_seconds = 0.0
+        released, running_left, queued_jobs, queued_seconds = 0, 0.0, 0, 0.0
         for row in active:
             seconds = expected_seconds(row["job_type"], row["num_images"], self.measured)
             if row["status"] == JobStatus.PROCESSING:
                 elapsed = (self.now - row["started"]).total_seconds() if row["started"] else 0.0
-                self.running_left += row["jobs"] * max(0.0, seconds - elapsed)
+                running_left += row["jobs"] * max(0.0, seconds - elapsed)
             else:
-                self.released += row["released"]
+                released += row["released"]
                 queued_jobs += row["jobs"]
                 queued_seconds += row["jobs"] * seconds
-        self.mean_queued = queued_seconds / queued_jobs if queued_jobs else 0.0
+        return released, running_left, queued_seconds / queued_jobs if queued_jobs else 0.0
+
+    @property
+    def released(self):
+        return self.load[0]
 
     def outlook(self, job):
         """The Outlook of `job`, one of this pool's."""
-        if job.status == JobStatus.QUEUED and job.released_at is None and job.user_id not in self.users:
-            job = Job.objects.filter(pk=job.pk).first() or job  # released since it was read (a fresh submission)
         if job.status == JobStatus.PROCESSING:
             left = expected_seconds(job.job_type, job.num_images, self.measured)
             if job.started_at:
@@ -308,7 +320,8 @@ class PoolView:
         position = self.position(job)
         if position is None:
             return Outlook()
-        start = (self.running_left + (position - 1) * self.mean_queued) / self.workers
+        _, running_left, mean_queued = self.load
+        start = (running_left + (position - 1) * mean_queued) / self.workers
         duration = expected_seconds(job.job_type, job.num_images, self.measured)
         return Outlook(position, round(start, 1), round(start + duration, 1))
 
