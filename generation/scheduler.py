@@ -27,7 +27,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, Q
+from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from ourvidz.celery import app as celery_app
@@ -165,20 +165,18 @@ class Share:
 
 
 def shares(queue, now):
-    """The users with waiting jobs in `queue`, each with their Share (two queries)."""
+    """The users with waiting jobs in `queue`, each with their Share (one query)."""
+    served = (Job.objects.filter(queue=queue, user_id=OuterRef("user_id"), released_at__gte=now - SERVED_WINDOW)
+              .order_by("-released_at").values("released_at")[:1])
     rows = (Job.objects.filter(queue=queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
             .values("user_id")
             .annotate(waiting=Count("pk", filter=WAITING), in_flight=Count("pk", filter=IN_FLIGHT),
-                      oldest=Min("created_at", filter=WAITING), tier=Max("tier", filter=WAITING))
+                      oldest=Min("created_at", filter=WAITING), tier=Max("tier", filter=WAITING),
+                      last_served=Subquery(served))
             .order_by())
-    users = {row["user_id"]: Share(row["user_id"], row["tier"], row["waiting"], row["in_flight"], row["oldest"])
-             for row in rows if row["waiting"]}
-    if users:
-        served = (Job.objects.filter(queue=queue, user_id__in=users, released_at__gte=now - SERVED_WINDOW)
-                  .values("user_id").annotate(last=Max("released_at")).order_by())
-        for row in served:
-            users[row["user_id"]].last_served = row["last"]
-    return users
+    return {row["user_id"]: Share(row["user_id"], row["tier"], row["waiting"], row["in_flight"], row["oldest"],
+                                  row["last_served"])
+            for row in rows if row["waiting"]}
 
 
 def effective_tiers(users, now):
@@ -265,16 +263,28 @@ class Outlook:
 
 class PoolView:
     """One pool's queue as the scheduler would serve it now, for the outlook of its jobs. Build one per
-    request and pool; it reads what a job's outlook needs when first needed (nothing when no worker is
-    online), then each job costs a query more."""
+    request and pool; it reads what a job's outlook needs when first needed (a running job: nothing but
+    the measured durations; nothing more when no worker is online), then each job costs a query more.
+    `online`: presence.online(), when the caller has read it."""
 
-    def __init__(self, queue, online):
+    def __init__(self, queue, online=None):
         self.queue = queue
         self.pool = next(p for p in job_types.POOLS.values() if p.queue == queue)
         self.now = timezone.now()
-        self.online = online
-        self.workers = None if online is None else len(pool_workers(queue, online))
+        if online is not None:
+            self.online = online
         self.measured = unit_seconds()
+
+    @cached_property
+    def online(self):
+        try:
+            return presence.online()
+        except Exception:  # Redis is down: the database still knows the queue
+            return None
+
+    @cached_property
+    def workers(self):
+        return None if self.online is None else len(pool_workers(self.queue, self.online))
 
     @cached_property
     def users(self):
@@ -382,11 +392,7 @@ def outlooks(jobs, cache=None):
         if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
             continue
         if job.queue not in cache:
-            try:
-                online = presence.online()
-            except Exception:  # Redis is down: the database still knows the queue
-                online = None
-            cache[job.queue] = PoolView(job.queue, online)
+            cache[job.queue] = PoolView(job.queue)
         result[job.pk] = cache[job.queue].outlook(job)
     return result
 
