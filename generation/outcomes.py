@@ -19,23 +19,29 @@ def record_completion(job_id, outputs, metadata, fields):
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.status != JobStatus.PROCESSING:
             return False
+        rows = {Image: [], Video: []}
         for output in outputs:
             common = {
-                "user_id": job.user_id, "prompt": job.prompt, "bucket": output.bucket,
+                "job": job, "user_id": job.user_id, "prompt": job.prompt, "bucket": output.bucket,
                 "thumbnail_path": output.thumbnail_path, "quality": job.quality, "format": job.format,
                 "width": output.width, "height": output.height, "size_bytes": output.size_bytes,
                 "metadata": output.metadata,
             }
-            # Keyed by (job, index): a re-run task overwrites its rows instead of adding more.
             if output.kind == "video":
-                Video.objects.update_or_create(job=job, defaults={
-                    **common, "video_path": output.path, "duration": output.metadata.get("duration", 0),
-                    "fps": output.metadata.get("fps", 0), "frame_count": output.metadata.get("frame_count", 0),
-                })
+                rows[Video].append(Video(**common, video_path=output.path, duration=output.metadata.get("duration", 0),
+                                         fps=output.metadata.get("fps", 0),
+                                         frame_count=output.metadata.get("frame_count", 0)))
             else:
-                Image.objects.update_or_create(job=job, image_index=output.index, defaults={
-                    **common, "image_path": output.path, "seed": output.metadata.get("seed"),
-                })
+                rows[Image].append(Image(**common, image_index=output.index, image_path=output.path,
+                                         seed=output.metadata.get("seed")))
+        for model, assets in rows.items():
+            if assets:
+                # Keyed by (job, index): a re-run task overwrites its rows instead of adding more; one
+                # statement for all of a job's files.
+                keys = ["job", "image_index"] if model is Image else ["job"]
+                model.objects.bulk_create(assets, update_conflicts=True, unique_fields=keys, update_fields=[
+                    f.name for f in model._meta.concrete_fields
+                    if not f.primary_key and f.name not in (*keys, "created_at")])
         moved = Job.move(job.pk, JobStatus.COMPLETED, progress=1.0, metadata={**job.metadata, **metadata},
                          **fields)
         if moved:

@@ -71,11 +71,13 @@ def servable(queue, online):
 
 def kick(queue):
     """release(queue), for the moments something changed (a submission, a job's end, a worker coming
-    online). A failure is logged, not raised: the job is safe in the database and beat's tick retries."""
+    online); returns the jobs released. A failure is logged, not raised: the job is safe in the database
+    and beat's tick retries."""
     try:
-        release(queue)
+        return release(queue)
     except Exception:
         log.warning("could not release jobs of %s now; the next tick will", queue, exc_info=True)
+        return []
 
 
 def release(queue):

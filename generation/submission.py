@@ -42,8 +42,15 @@ def submit(user, validated, idempotency_key=None):
             return found, False
         raise
     # Immediately in autocommit mode; inside a caller's transaction, only once it commits.
-    transaction.on_commit(lambda: scheduler.kick(job.queue))
+    transaction.on_commit(lambda: _release(job))
     return job, True
+
+
+def _release(job):
+    """Let the scheduler release what it can; `job` learns whether it went (its answer shows it)."""
+    for released in scheduler.kick(job.queue):
+        if released.pk == job.pk:
+            job.released_at, job.releases = released.released_at, released.releases
 
 
 def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=None, aspect_ratio="",

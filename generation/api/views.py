@@ -46,8 +46,6 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         job, created = submission.submit(request.user, serializer.validated_data, key)
-        if created:
-            job.refresh_from_db(fields=["released_at", "releases", "status"])  # the scheduler may have released it
         return Response(JobSerializer(job, context=self.get_serializer_context()).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
