@@ -27,7 +27,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from ourvidz.celery import app as celery_app
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 WAITING = Q(status=JobStatus.QUEUED, released_at__isnull=True)
 RELEASED = Q(status=JobStatus.QUEUED, released_at__isnull=False)
-IN_FLIGHT = Q(status=JobStatus.PROCESSING) | RELEASED
 SERVED_WINDOW = timedelta(days=1)  # "served least recently" looks this far back
 
 
@@ -88,21 +87,24 @@ def release(queue):
     limit = release_limit(workers)
     if not workers or Job.objects.filter(RELEASED, queue=queue).count() >= limit:
         return []  # the common case under load, answered without taking the lock
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            # Held to the end of the transaction: one scheduler per pool at a time, whichever process.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ourvidz.release.{queue}"])
-        free = limit - Job.objects.filter(RELEASED, queue=queue).count()
-        if free <= 0:
-            return []
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Held to the end of the transaction: one scheduler per pool at a time, whichever process.
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ourvidz.release.{queue}"])
         now = timezone.now()
-        released = []
-        for job in fair_order(queue, free, servable(queue, online), now):
-            # Conditional: a job cancelled meanwhile stays cancelled.
-            if Job.objects.filter(WAITING, pk=job.pk).update(released_at=now, releases=F("releases") + 1):
-                job.released_at, job.releases = now, job.releases + 1
-                released.append(job)
-                events.publish_on_commit(job)  # its page shows its new place at once
+        users, in_broker = shares(queue, now)
+        if in_broker >= limit:
+            return []
+        picked = {job.pk: job for job in fair_order(queue, limit - in_broker, servable(queue, online), now, users)}
+        # Conditional: a job cancelled meanwhile stays cancelled.
+        cursor.execute(f"""
+            UPDATE {Job._meta.db_table} SET released_at = %s, releases = releases + 1
+             WHERE id = ANY(%s) AND status = %s AND released_at IS NULL RETURNING id, releases""",
+                       [now, list(picked), JobStatus.QUEUED])
+        numbers = dict(cursor.fetchall())
+        released = [picked[pk] for pk in picked if pk in numbers]
+        for job in released:
+            job.released_at, job.releases = now, numbers[job.pk]
+            events.publish_on_commit(job)  # its page shows its new place at once
         transaction.on_commit(lambda: send(released))
     return released
 
@@ -167,18 +169,28 @@ class Share:
 
 
 def shares(queue, now):
-    """The users with waiting jobs in `queue`, each with their Share (one query)."""
-    served = (Job.objects.filter(queue=queue, user_id=OuterRef("user_id"), released_at__gte=now - SERVED_WINDOW)
-              .order_by("-released_at").values("released_at")[:1])
-    rows = (Job.objects.filter(queue=queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
-            .values("user_id")
-            .annotate(waiting=Count("pk", filter=WAITING), in_flight=Count("pk", filter=IN_FLIGHT),
-                      oldest=Min("created_at", filter=WAITING), tier=Max("tier", filter=WAITING),
-                      last_served=Subquery(served))
-            .order_by())
-    return {row["user_id"]: Share(row["user_id"], row["tier"], row["waiting"], row["in_flight"], row["oldest"],
-                                  row["last_served"])
-            for row in rows if row["waiting"]}
+    """({user id: Share} of the users with waiting jobs in `queue`, how many jobs of the queue are
+    released and not started), in one statement: the scheduler's every decision starts here."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT user_id,
+                   COUNT(*) FILTER (WHERE status = %(queued)s AND released_at IS NULL) AS waiting,
+                   COUNT(*) FILTER (WHERE status = %(running)s OR released_at IS NOT NULL) AS in_flight,
+                   COUNT(*) FILTER (WHERE status = %(queued)s AND released_at IS NOT NULL) AS released,
+                   MIN(created_at) FILTER (WHERE status = %(queued)s AND released_at IS NULL) AS oldest,
+                   MAX(tier) FILTER (WHERE status = %(queued)s AND released_at IS NULL) AS tier,
+                   (SELECT MAX(served.released_at) FROM {Job._meta.db_table} AS served
+                     WHERE served.queue = %(queue)s AND served.user_id = active.user_id
+                       AND served.released_at >= %(since)s) AS last_served
+              FROM {Job._meta.db_table} AS active
+             WHERE queue = %(queue)s AND status IN (%(queued)s, %(running)s)
+             GROUP BY user_id""",
+                       {"queue": queue, "queued": JobStatus.QUEUED, "running": JobStatus.PROCESSING,
+                        "since": now - SERVED_WINDOW})
+        rows = cursor.fetchall()
+    users = {user_id: Share(user_id, tier, waiting, in_flight, oldest, last_served)
+             for user_id, waiting, in_flight, _, oldest, tier, last_served in rows if waiting}
+    return users, sum(row[3] for row in rows)
 
 
 def effective_tiers(users, now):
@@ -192,11 +204,12 @@ def effective_tiers(users, now):
     return {tier: min(top, tier + int((now - since).total_seconds() // step)) for tier, since in oldest.items()}
 
 
-def fair_order(queue, limit, allowed=None, now=None):
-    """The first `limit` waiting jobs of `queue` (among those matching the filter `allowed`) in fair order."""
+def fair_order(queue, limit, allowed=None, now=None, users=None):
+    """The first `limit` waiting jobs of `queue` (among those matching the filter `allowed`) in fair order;
+    `users`: shares(queue, now)[0] when the caller has read them."""
     allowed = Q() if allowed is None else allowed
     now = now or timezone.now()
-    users = shares(queue, now)
+    users = shares(queue, now)[0] if users is None else users
     tiers = effective_tiers(users, now)
     upcoming = {}  # user id -> their next waiting jobs, oldest first, fetched when first picked
     picks = 0
@@ -290,7 +303,7 @@ class PoolView:
 
     @cached_property
     def users(self):
-        return shares(self.queue, self.now)
+        return shares(self.queue, self.now)[0]
 
     @cached_property
     def tiers(self):
