@@ -30,7 +30,11 @@ def reference_types(job_type, online=None):
     if job_type.pool == "wan" and job_type.kind != "video":
         return set()  # WAN starts only videos from a reference (image-to-video)
     queue = job_types.POOLS[job_type.pool].queue
-    online = presence.online() if online is None else online
+    if online is None:
+        try:
+            online = presence.online()
+        except Exception:  # Redis is down: no worker can be asked; this server's configuration answers
+            online = []
     advertised = [set(w["loaded"]["reference_types"]) for w in online
                   if queue in w.get("queues", []) and "reference_types" in w.get("loaded", {})]
     if advertised:

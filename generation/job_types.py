@@ -71,8 +71,11 @@ class JobType:
         """Only SDXL generates several images per job (1, 3 or 6)."""
         return self.pool == "sdxl"
 
-    def expected_total(self, num_images=1):
-        return self.expected_seconds * (num_images if self.batched else 1)
+    def expected_total(self, num_images=1, per_unit=None):
+        """Seconds a job of this type runs: `per_unit` (this table's figure unless given, e.g. measured)
+        per image for SDXL, per job otherwise."""
+        per_unit = self.expected_seconds if per_unit is None else per_unit
+        return per_unit * (num_images if self.batched else 1)
 
     def time_limit(self, num_images=1):
         """Seconds after which a running job is stopped and marked failed (Celery's soft limit)."""

@@ -140,12 +140,14 @@ class Job(models.Model):
             models.UniqueConstraint(fields=["user", "idempotency_key"], name="unique_idempotency_key"),
         ]
         indexes = [
-            # The scheduler reads a pool's queued and running jobs; partial indexes keep that small however
-            # many jobs have finished.
+            # The scheduler reads a pool's queued and running jobs (partial indexes keep that small however
+            # many jobs have finished), the few released to the broker, and when it last served a user.
             models.Index(fields=["queue", "created_at"], condition=models.Q(status="queued"), name="job_queued"),
             models.Index(fields=["queue", "user", "created_at"], name="job_active",
                          condition=models.Q(status__in=["queued", "processing"])),
-            models.Index(fields=["queue", "released_at"], name="job_released"),
+            models.Index(fields=["queue", "released_at"], name="job_in_broker",
+                         condition=models.Q(status="queued", released_at__isnull=False)),
+            models.Index(fields=["queue", "user", "released_at"], name="job_served"),
             models.Index(fields=["user", "-created_at"], name="job_user_created"),
         ]
 
@@ -166,11 +168,6 @@ class Job(models.Model):
         if self.started_at and self.completed_at:
             return (self.completed_at - self.started_at).total_seconds()
         return None
-
-    @property
-    def is_released(self):
-        """Queued and handed to its pool's broker queue (it starts when a worker takes it)."""
-        return self.status == JobStatus.QUEUED and self.released_at is not None
 
     @classmethod
     def move(cls, job_id, to, only_if=None, **fields):

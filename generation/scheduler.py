@@ -5,8 +5,8 @@ Release rule: a pool's broker queue holds at most (1 + SCHEDULER_BUFFER_PER_WORK
 per online worker of the pool. With no worker online nothing is released (a job says why it waits).
 
 Fair order among a pool's waiting jobs (generation.models.Job with released_at unset):
-1. the tier (staff and priority users before standard ones). A tier whose oldest waiting job has
-   waited SCHEDULER_AGEING_SECONDS counts one tier higher for each such period, so it never starves;
+1. the tier (staff and priority users before standard ones). A user who has waited unserved for
+   SCHEDULER_AGEING_SECONDS counts one tier higher for each such period, so no tier starves;
 2. the user with the fewest jobs running or released in the pool;
 3. the user served least recently (their latest release in the pool, over the last day);
 4. the user's own oldest job (first in, first out within one user).
@@ -27,7 +27,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from ourvidz.celery import app as celery_app
@@ -43,7 +43,7 @@ SERVED_WINDOW = timedelta(days=1)  # "served least recently" looks this far back
 
 
 def task_id(job_id, release):
-    """The Celery task id of a job's `release`-th message: the broker is searched for it by id."""
+    """The Celery task id of a job's `release`-th message (readable in Flower and the logs)."""
     return f"{job_id}.{release}"
 
 
@@ -94,17 +94,21 @@ def release(queue):
         users, in_broker = shares(queue, now)
         if in_broker >= limit:
             return []
-        picked = {job.pk: job for job in fair_order(queue, limit - in_broker, servable(queue, online), now, users)}
+        picked = fair_order(queue, limit - in_broker, servable(queue, online), now, users)
+        # A microsecond apart in the fair order, the order they are sent in (and positions count in).
+        times = [now + timedelta(microseconds=i) for i in range(len(picked))]
         # Conditional: a job cancelled meanwhile stays cancelled.
         cursor.execute(f"""
-            UPDATE {Job._meta.db_table} SET released_at = %s, releases = releases + 1
-             WHERE id = ANY(%s) AND status = %s AND released_at IS NULL RETURNING id, releases""",
-                       [now, list(picked), JobStatus.QUEUED])
+            UPDATE {Job._meta.db_table} AS job SET released_at = picked.at, releases = job.releases + 1
+              FROM unnest(%s::uuid[], %s::timestamptz[]) AS picked(id, at)
+             WHERE job.id = picked.id AND job.status = %s AND job.released_at IS NULL
+         RETURNING job.id, job.releases""", [[job.pk for job in picked], times, JobStatus.QUEUED])
         numbers = dict(cursor.fetchall())
-        released = [picked[pk] for pk in picked if pk in numbers]
-        for job in released:
-            job.released_at, job.releases = now, numbers[job.pk]
-            events.publish_on_commit(job)  # its page shows its new place at once
+        released = [job for job in picked if job.pk in numbers]
+        for job, at in zip(picked, times, strict=True):
+            if job.pk in numbers:
+                job.released_at, job.releases = at, numbers[job.pk]
+                events.publish_on_commit(job)  # its page shows its new place at once
         transaction.on_commit(lambda: send(released))
     return released
 
@@ -134,8 +138,9 @@ def recover_lost(queue):
     stale = list(stale)
     if not stale:
         return 0
-    present = brokers.task_ids(queue)
-    lost = [pk for pk, number in stale if task_id(pk, number) not in present]
+    tasks = {pool.task for pool in job_types.POOLS.values()}
+    present = brokers.job_messages(queue, tasks)
+    lost = [pk for pk, number in stale if (str(pk), number) not in present]
     if lost:
         log.warning("%d released jobs of %s are not in the broker; releasing them again", len(lost), queue)
     return Job.objects.filter(RELEASED, pk__in=lost, released_at__lt=cutoff).update(released_at=None)
@@ -167,6 +172,17 @@ class Share:
             return (2, self.picked)
         return (0, 0.0) if self.last_served is None else (1, self.last_served.timestamp())
 
+    def effective_tier(self, now):
+        """The tier this user competes at: one higher for each SCHEDULER_AGEING_SECONDS they have waited
+        unserved (since their oldest waiting job came, or since their latest release if later), up to
+        the top tier. A user served all along never rises, so a flood does not overtake a newcomer of its
+        own tier; one starved by higher tiers rises until served."""
+        if self.picked:
+            return self.tier  # served just now, while ordering
+        since = max(self.oldest, self.last_served) if self.last_served else self.oldest
+        waited = max(0.0, (now - since).total_seconds())  # another host's clock may run a little ahead
+        return min(max(Tier.values), self.tier + int(waited // settings.SCHEDULER_AGEING_SECONDS))
+
 
 def shares(queue, now):
     """({user id: Share} of the users with waiting jobs in `queue`, how many jobs of the queue are
@@ -193,29 +209,17 @@ def shares(queue, now):
     return users, sum(row[3] for row in rows)
 
 
-def effective_tiers(users, now):
-    """Tier -> the tier its jobs compete at: one higher per SCHEDULER_AGEING_SECONDS its oldest waiting
-    job has waited, up to the top tier."""
-    oldest = {}
-    for share in users.values():
-        oldest[share.tier] = min(share.oldest, oldest.get(share.tier, share.oldest))
-    top = max(Tier.values)
-    step = settings.SCHEDULER_AGEING_SECONDS
-    return {tier: min(top, tier + int((now - since).total_seconds() // step)) for tier, since in oldest.items()}
-
-
 def fair_order(queue, limit, allowed=None, now=None, users=None):
     """The first `limit` waiting jobs of `queue` (among those matching the filter `allowed`) in fair order;
-    `users`: shares(queue, now)[0] when the caller has read them."""
+    `users`: shares(queue, now)[0] when the caller has read them (they are used up: ordering changes them)."""
     allowed = Q() if allowed is None else allowed
     now = now or timezone.now()
     users = shares(queue, now)[0] if users is None else users
-    tiers = effective_tiers(users, now)
     upcoming = {}  # user id -> their next waiting jobs, oldest first, fetched when first picked
     picks = 0
     order = []
     while len(order) < limit and users:
-        share = min(users.values(), key=lambda s: (-tiers[s.tier], s.in_flight, s.served_key(), s.oldest))
+        share = min(users.values(), key=lambda s: (-s.effective_tier(now), s.in_flight, s.served_key(), s.oldest))
         if share.user_id not in upcoming:
             upcoming[share.user_id] = list(Job.objects.filter(WAITING, allowed, queue=queue, user_id=share.user_id)
                                            .order_by("created_at", "pk")[:limit])
@@ -260,10 +264,8 @@ def unit_seconds():
 
 
 def expected_seconds(job_type, num_images, measured):
-    """How long a job runs: measured on this installation, else the job-type table."""
-    jt = job_types.get(job_type)
-    per_unit = measured.get(job_type, jt.expected_seconds)
-    return per_unit * (num_images if jt.batched else 1)
+    """How long a job runs: measured on this installation (`measured`: unit_seconds()), else the table."""
+    return job_types.get(job_type).expected_total(num_images, measured.get(job_type))
 
 
 @dataclass
@@ -306,27 +308,25 @@ class PoolView:
         return shares(self.queue, self.now)[0]
 
     @cached_property
-    def tiers(self):
-        return effective_tiers(self.users, self.now)
-
-    @cached_property
     def load(self):
         """(jobs released, seconds left of the running ones, mean seconds of a queued one)."""
-        active = (Job.objects.filter(queue=self.queue, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
-                  .values("status", "job_type", "num_images")
-                  .annotate(jobs=Count("pk"), released=Count("pk", filter=RELEASED), started=Min("started_at"))
+        queued = (Job.objects.filter(queue=self.queue, status=JobStatus.QUEUED)
+                  .values("job_type", "num_images").annotate(jobs=Count("pk"), released=Count("pk", filter=RELEASED))
                   .order_by())
-        released, running_left, queued_jobs, queued_seconds = 0, 0.0, 0, 0.0
-        for row in active:
-            seconds = expected_seconds(row["job_type"], row["num_images"], self.measured)
-            if row["status"] == JobStatus.PROCESSING:
-                elapsed = (self.now - row["started"]).total_seconds() if row["started"] else 0.0
-                running_left += row["jobs"] * max(0.0, seconds - elapsed)
-            else:
-                released += row["released"]
-                queued_jobs += row["jobs"]
-                queued_seconds += row["jobs"] * seconds
+        released, queued_jobs, queued_seconds = 0, 0, 0.0
+        for row in queued:
+            released += row["released"]
+            queued_jobs += row["jobs"]
+            queued_seconds += row["jobs"] * expected_seconds(row["job_type"], row["num_images"], self.measured)
+        running = Job.objects.filter(queue=self.queue, status=JobStatus.PROCESSING).values_list(
+            "job_type", "num_images", "started_at")  # one per busy worker
+        running_left = sum(self.left(*row) for row in running)
         return released, running_left, queued_seconds / queued_jobs if queued_jobs else 0.0
+
+    def left(self, job_type, num_images, started_at):
+        """Seconds a running job still needs, estimated."""
+        seconds = expected_seconds(job_type, num_images, self.measured)
+        return max(0.0, seconds - (self.now - started_at).total_seconds()) if started_at else seconds
 
     @property
     def released(self):
@@ -335,10 +335,8 @@ class PoolView:
     def outlook(self, job):
         """The Outlook of `job`, one of this pool's."""
         if job.status == JobStatus.PROCESSING:
-            left = expected_seconds(job.job_type, job.num_images, self.measured)
-            if job.started_at:
-                left = max(0.0, left - (self.now - job.started_at).total_seconds())
-            return Outlook(start_seconds=0.0, finish_seconds=round(left, 1))
+            return Outlook(start_seconds=0.0, finish_seconds=round(self.left(job.job_type, job.num_images,
+                                                                             job.started_at), 1))
         reason = self.waiting_reason(job)
         if reason:
             return Outlook(waiting_reason=reason)
@@ -376,12 +374,12 @@ class PoolView:
         # its jobs in flight reach `level`. Users with fewer in flight go first; within a round, users
         # who joined it later (more in flight to begin with) go first, then by the tie-breaks.
         level = mine.in_flight + rank
-        tier = self.tiers[mine.tier]
+        tier = mine.effective_tier(self.now)
         ahead = self.released + rank
         for other in self.users.values():
-            if other.user_id == job.user_id or self.tiers[other.tier] < tier:
+            if other.user_id == job.user_id or other.effective_tier(self.now) < tier:
                 continue
-            if self.tiers[other.tier] > tier:
+            if other.effective_tier(self.now) > tier:
                 ahead += other.waiting
                 continue
             ahead += min(max(level - other.in_flight, 0), other.waiting)

@@ -80,7 +80,8 @@ def cancel(job):
     moved = Job.move(job.pk, JobStatus.CANCELLED)
     if moved:
         events.publish_on_commit(job)
-        transaction.on_commit(lambda: scheduler.kick(job.queue))  # a released one freed its place
+        if job.released_at is not None:
+            transaction.on_commit(lambda: scheduler.kick(job.queue))  # it freed its place in the broker
     return moved
 
 

@@ -249,8 +249,10 @@ JOB_TIME_LIMIT_FLOOR = env.int("JOB_TIME_LIMIT_FLOOR", 300)
 # The scheduler (generation.scheduler): each pool's broker queue holds at most (1 + this) unstarted
 # jobs per online worker; the rest wait in the database and are released in fair order.
 SCHEDULER_BUFFER_PER_WORKER = env.int("SCHEDULER_BUFFER_PER_WORKER", 1)
-# A tier whose oldest waiting job has waited this long competes one tier higher (no tier starves).
+# A user who has waited this long unserved competes one tier higher (no tier starves).
 SCHEDULER_AGEING_SECONDS = env.int("SCHEDULER_AGEING_SECONDS", 600)
+if SCHEDULER_AGEING_SECONDS < 1:
+    raise ImproperlyConfigured(f"SCHEDULER_AGEING_SECONDS={SCHEDULER_AGEING_SECONDS} must be at least 1.")
 # Beat's safety-net tick: release what the last events did not, recover lost messages.
 SCHEDULER_INTERVAL = env.float("SCHEDULER_INTERVAL", 5.0)
 # A released job whose message the broker no longer holds after this long is released again.

@@ -102,7 +102,7 @@ def test_the_user_served_least_recently_breaks_a_tie(alice, bob, sandbox):
     assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 4)) == ["bob", "alice", "bob", "alice"]
 
 
-def test_priority_users_go_first_and_a_waiting_tier_rises_with_age(alice, bob, charlie, sandbox, settings):
+def test_priority_users_go_first_and_a_user_waiting_unserved_rises(alice, bob, charlie, sandbox, settings):
     Account.objects.create(user=charlie, tier=Tier.PRIORITY)
     now = timezone.now()
     queue_jobs(alice, 3, start=now - timedelta(minutes=5))
@@ -113,10 +113,24 @@ def test_priority_users_go_first_and_a_waiting_tier_rises_with_age(alice, bob, c
     settings.SCHEDULER_AGEING_SECONDS = 3600
     order = owners(scheduler.fair_order(sandbox_queue("sdxl"), 6))
     assert order == ["charlie", "bob", "charlie", "alice", "alice", "alice"]  # staff count as priority
-    # Alice has waited 5 minutes: with a 4-minute ageing step her tier competes with priority, and the
-    # fair order takes her first (nothing in flight, oldest job).
+    # Alice has waited 5 minutes unserved: with a 4-minute ageing step she competes with priority users
+    # and, with nothing in flight and the oldest job, goes first; served, she is standard again.
     settings.SCHEDULER_AGEING_SECONDS = 240
-    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 6))[:3] == ["alice", "charlie", "bob"]
+    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 6)) == ["alice", "charlie", "bob", "charlie", "alice",
+                                                                       "alice"]
+
+
+def test_a_flood_served_all_along_does_not_age_past_a_newcomer(alice, bob, sandbox, settings):
+    settings.SCHEDULER_AGEING_SECONDS = 600
+    now = timezone.now()
+    queue_jobs(alice, 10, start=now - timedelta(hours=1))  # waiting an hour ...
+    served = queue_jobs(alice, 1, start=now - timedelta(hours=2), status=JobStatus.PROCESSING)[0]
+    Job.objects.filter(pk=served.pk).update(released_at=now - timedelta(seconds=20))  # ... but served just now
+    queue_jobs(bob, 1, start=now - timedelta(seconds=5))
+    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 3)) == ["bob", "alice", "alice"]
+    # Had alice waited unserved all that hour, she would rise above bob (who waited seconds).
+    Job.objects.filter(pk=served.pk).update(released_at=now - timedelta(hours=1, minutes=30))
+    assert owners(scheduler.fair_order(sandbox_queue("sdxl"), 3))[0] == "alice"
 
 
 def test_a_new_tier_applies_to_the_jobs_already_waiting(alice, sandbox):
@@ -307,3 +321,54 @@ def test_a_released_job_tells_its_page(alice, sandbox, release):
     changes = events.changed_jobs(alice.pk, 3, heartbeat=1)  # the Workspace's stream, subscribed now
     release()
     assert next(changes) == str(job.pk)
+
+
+def test_jobs_queued_before_the_scheduler_are_not_sent_twice(alice, sandbox, settings, release):
+    """The migration counts them as released (release 0); a message of before, which carries no release
+    number, keeps them from being sent again; one whose message is gone is sent again."""
+    import importlib
+
+    from django.apps import apps as django_apps
+
+    from ourvidz.celery import app
+
+    sandbox.private_queues()
+    sandbox.worker("sdxl")
+    kept, gone = queue_jobs(alice, 2)
+    importlib.import_module("generation.migrations.0006_scheduler").count_queued_jobs_as_released(django_apps, None)
+    assert set(Job.objects.values_list("releases", flat=True)) == {0} and not Job.objects.filter(released_at=None)
+    app.send_task("sdxl.generate", args=[str(kept.pk)], queue=sandbox_queue("sdxl"))  # as submission sent it
+    Job.objects.update(released_at=timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER + 1))
+    assert scheduler.recover_lost(sandbox_queue("sdxl")) == 1
+    assert [job.pk for job in release()] == [gone.pk]
+    assert Job.objects.get(pk=kept.pk).releases == 0  # its old message runs it (release 0)
+
+
+def test_a_reference_job_is_accepted_with_the_broker_down(alice_api, alice, settings):
+    from generation.models import ReferenceImage
+
+    ref = ReferenceImage.objects.create(user=alice, path="1/a.png", content_type="image/png", width=8, height=8,
+                                        size_bytes=10)
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    brokers.client.cache_clear()
+    try:
+        response = alice_api.post("/api/jobs/", {"job_type": "sdxl_image_fast", "prompt": "a cat",
+                                                 "reference_image": ref.pk, "reference_type": "composition"},
+                                  format="json")
+    finally:
+        brokers.client.cache_clear()
+    assert response.status_code == 201, response.content  # this server's configuration answers for the workers
+
+
+def test_time_left_of_running_jobs_counts_each(alice, bob, sandbox):
+    scheduler._durations["expires"] = 0.0
+    started = timezone.now() - timedelta(seconds=100)
+    done = queue_jobs(alice, 1, status=JobStatus.COMPLETED)[0]
+    Job.objects.filter(pk=done.pk).update(started_at=started, completed_at=started + timedelta(seconds=10))
+    for user, ago in ((alice, 9), (bob, 1)):  # two workers, each on a 10-second job
+        job = queue_jobs(user, 1, status=JobStatus.PROCESSING)[0]
+        Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=ago))
+    sandbox.worker("sdxl")
+    view = scheduler.PoolView(sandbox_queue("sdxl"))
+    assert view.load[1] == pytest.approx(1 + 9, abs=0.5)
+    scheduler._durations["expires"] = 0.0
