@@ -54,8 +54,9 @@ class JobMetadata(TypedDict, total=False):
     guidance_stop_step: int  # WAN: the step after which guidance stops (WAN_GUIDANCE_STOP < 1)
     batches: list[int]  # SDXL: chunk sizes when the batch was split after running out of memory
     out_of_memory: list[OutOfMemory]
-    # generation.tasks (housekeeping)
-    stalled: bool  # failed because its worker stopped responding
+    # generation.tasks (housekeeping) and generation.worker.runtime
+    stalled: bool  # failed by the time-limit reaper: it ran far past its limit
+    worker_deaths: int  # failed because its worker died that many times while running it
 
 
 class AssetMetadata(TypedDict, total=False):

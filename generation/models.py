@@ -18,8 +18,9 @@ class JobStatus(models.TextChoices):
 # Status only moves forward: these are the moves allowed from each status.
 TRANSITIONS = {
     JobStatus.QUEUED: {JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELLED},
-    # processing -> processing: a task redelivered after its worker died runs the job again.
-    JobStatus.PROCESSING: {JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED,
+    # processing -> processing: a task redelivered after its worker's pool process died runs the job again;
+    # processing -> queued: the whole worker vanished, the job goes back to the scheduler.
+    JobStatus.PROCESSING: {JobStatus.PROCESSING, JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.FAILED,
                            JobStatus.CANCELLED},
     JobStatus.COMPLETED: set(),
     JobStatus.FAILED: set(),
@@ -123,6 +124,8 @@ class Job(models.Model):
     tier = models.PositiveSmallIntegerField(choices=Tier.choices, default=Tier.STANDARD)
     released_at = models.DateTimeField(null=True, blank=True)
     releases = models.PositiveIntegerField(default=0)
+    # The worker running it ("<node>/<main process pid>"), so that a vanished worker's job is found.
+    worker = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)  # generation.metadata.JobMetadata
     error_message = models.TextField(blank=True)
 

@@ -1,7 +1,8 @@
 """Which workers are online and what they loaded, as the web tier reads it.
 
 Each worker keeps a short-lived heartbeat key in Redis (written by generation.worker.heartbeats in
-worker processes only); a worker whose key has expired is gone.
+worker processes only, every couple of seconds); a worker whose key has expired (WORKER_LOST_AFTER) is
+gone.
 """
 
 import json
@@ -9,8 +10,12 @@ import json
 from .brokers import client
 
 KEY_PREFIX = "ourvidz:worker:"
-LOADED_SUFFIX = ":loaded"
-TTL_SECONDS = 15
+LOADED_SUFFIX = ":loaded"  # a heartbeat lives settings.WORKER_LOST_AFTER seconds unless renewed
+
+
+def identity(name, pid):
+    """How a running job names its worker (Job.worker) and a heartbeat shows it."""
+    return f"{name}/{pid}"
 
 
 def online():

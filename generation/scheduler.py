@@ -12,8 +12,9 @@ Fair order among a pool's waiting jobs (generation.models.Job with released_at u
 4. the user's own oldest job (first in, first out within one user).
 
 `release(queue)` runs after a submission commits, after a job ends or is cancelled, when a worker
-comes online, and on beat's tick (generation.tasks.schedule), which first `recover_lost(queue)`:
-released jobs whose message the broker no longer holds wait again. Schedulers of one pool hold a
+comes online, and on beat's tick (generation.tasks.schedule), which first `recover_orphans(queue)` and
+`recover_lost(queue)`: jobs running on a worker that vanished, and released jobs whose message the
+broker no longer holds, wait again. Schedulers of one pool hold a
 PostgreSQL advisory lock, so concurrent ones never release a job twice nor more than the rule allows.
 Messages are sent after commit and numbered (Job.releases): a message of an earlier release that
 turns up late starts nothing (generation.worker.runtime checks the number).
@@ -149,6 +150,20 @@ def recover_lost(queue):
 def retier(user):
     """Give `user`'s waiting jobs the tier the user has now (generation.models.tier_of)."""
     return Job.objects.filter(WAITING, user=user).update(tier=tier_of(user))
+
+
+def recover_orphans(queue):
+    """Put back into the queue the jobs of `queue` running on a worker that vanished (its heartbeat expired
+    WORKER_LOST_AFTER seconds ago: its main process died, or its machine): they wait again and are released
+    with a new number, so the old message, if ever delivered again, starts nothing. Returns how many."""
+    online = {presence.identity(w["name"], w.get("pid")) for w in presence.online()}
+    running = Job.objects.filter(queue=queue, status=JobStatus.PROCESSING).exclude(worker="")
+    orphans = [pk for pk, worker in running.values_list("pk", "worker") if worker not in online]
+    if not orphans:
+        return 0
+    log.warning("%d jobs of %s ran on a worker that is gone; they go back to the queue", len(orphans), queue)
+    return Job.objects.filter(pk__in=orphans, status=JobStatus.PROCESSING).exclude(worker__in=online).update(
+        status=JobStatus.QUEUED, released_at=None, worker="", progress=0, current_step=0)
 
 
 # --- the fair order ---------------------------------------------------------------------------------

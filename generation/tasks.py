@@ -11,17 +11,19 @@ from .models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
-# Time past a job's hard limit before it counts as stalled (worker killed, machine lost).
+# Time past a job's hard limit before the reaper fails it: the last resort, after the worker's own time
+# limits and the scheduler's recovery of jobs whose worker vanished.
 GRACE_SECONDS = 120
-STALLED_MESSAGE = "The worker stopped responding before the job finished."
 
 
 @shared_task(name="generation.schedule")
 def schedule():
-    """Beat's safety net: in each pool, jobs whose message the broker lost wait again, then the pool's
-    next jobs are released (after a broker outage, a lost message, a missed event). Returns how many."""
+    """Beat's safety net: in each pool, jobs whose worker vanished or whose message the broker lost wait
+    again, then the pool's next jobs are released (after a broker outage, a dead worker, a lost message,
+    a missed event). Returns how many were released."""
     released = 0
     for pool in job_types.POOLS.values():
+        scheduler.recover_orphans(pool.queue)
         scheduler.recover_lost(pool.queue)
         released += len(scheduler.release(pool.queue))
     return released
@@ -33,7 +35,9 @@ def fail_stalled_jobs():
     failed = 0
     for job in stalled_jobs():
         log.warning("job %s stalled in processing since %s; marking it failed", job.pk, job.started_at)
-        failed += outcomes.record_failure(job.pk, STALLED_MESSAGE, {"stalled": True}, {})
+        limit = job.type.time_limit(job.num_images)
+        message = f"The job ran far past its time limit of {limit} seconds without ending; it was stopped."
+        failed += outcomes.record_failure(job.pk, message, {"stalled": True}, {})
     return failed
 
 

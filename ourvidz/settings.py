@@ -104,6 +104,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "ourvidz.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "ourvidz.urls"
@@ -132,7 +133,10 @@ if not DATABASE_URL or not REDIS_URL:
         "DATABASE_URL and REDIS_URL must be set. Run through `make run` / `make test`, or prefix the "
         "command with `.venv/bin/python -m ourvidz.services --` to get embedded PostgreSQL and Redis."
     )
-DATABASES = {"default": {**env.db_url("DATABASE_URL"), "CONN_MAX_AGE": env.int("DB_CONN_MAX_AGE", 60)}}
+# CONN_HEALTH_CHECKS: a pooled connection broken by a database restart is replaced before use, so
+# requests succeed again as soon as the database is back.
+DATABASES = {"default": {**env.db_url("DATABASE_URL"), "CONN_MAX_AGE": env.int("DB_CONN_MAX_AGE", 60),
+                         "CONN_HEALTH_CHECKS": True}}
 if DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
     # django-environ reads an unknown scheme as an unknown engine, or as no database at all, without
     # failing; the URL itself is not repeated here since it holds the password.
@@ -257,6 +261,13 @@ if SCHEDULER_AGEING_SECONDS < 1:
 SCHEDULER_INTERVAL = env.float("SCHEDULER_INTERVAL", 5.0)
 # A released job whose message the broker no longer holds after this long is released again.
 SCHEDULER_LOST_AFTER = env.int("SCHEDULER_LOST_AFTER", 30)
+# A worker whose heartbeat (renewed every 2 s) is this old is gone: its running job goes back to the
+# scheduler at the next tick.
+WORKER_LOST_AFTER = env.int("WORKER_LOST_AFTER", 20)
+# A job whose worker died while running it this many times fails instead of killing another one.
+JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", 3)
+# How long a worker waits for an unreachable database before putting the task back on its queue.
+DATABASE_WAIT_SECONDS = env.int("DATABASE_WAIT_SECONDS", 60)
 
 REFERENCE_MAX_BYTES = env.int("REFERENCE_MAX_BYTES", 10 * 1024 * 1024)
 REFERENCE_MAX_PIXELS = env.int("REFERENCE_MAX_PIXELS", 4096 * 4096)

@@ -113,7 +113,8 @@ class Sandbox:
         `reference_types`, what it says it loaded. Nothing takes tasks in its name."""
         name = name or f"{pool}-{uuid.uuid4().hex[:6]}@{self.tag}"
         queue = job_types.POOLS[pool].queue
-        brokers.client().set(self.prefix + name, json.dumps({"name": name, "queues": [queue]}), ex=60)
+        heartbeat = {"name": name, "queues": [queue], "pid": os.getpid()}
+        brokers.client().set(self.prefix + name, json.dumps(heartbeat), ex=60)
         if reference_types is not None:
             loaded = json.dumps({"pool": pool, "reference_types": sorted(reference_types)})
             brokers.client().set(self.prefix + name + presence.LOADED_SUFFIX, loaded)

@@ -122,3 +122,22 @@ def test_refusals_carry_codes_too(alice):
     anonymous = APIClient().post("/api/jobs/", {}, format="json", headers=headers)
     assert anonymous.status_code in (401, 403) and anonymous.json()["code"] == "not_authenticated"
     assert "code" not in APIClient().post("/api/jobs/", {}, format="json").json()  # only when asked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_database_down_the_api_answers_a_json_503_and_recovers(alice_api, alice_client):
+    from django.db import connection
+
+    real_port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = "9"  # nothing listens there: the database is down
+    try:
+        api = alice_api.get("/api/jobs/")
+        page = alice_client.get("/library/")
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = real_port
+    assert api.status_code == 503 and api.json() == {"detail": "The database is unavailable; try again shortly."}
+    assert api["Retry-After"] == "10"
+    assert page.status_code == 503 and b"Back in a moment" in page.content
+    assert alice_api.get("/api/jobs/").status_code == 200  # back: the next request succeeds

@@ -131,7 +131,9 @@ def test_stalled_processing_jobs_are_failed_by_housekeeping(alice):
     assert tasks.fail_stalled_jobs() == 1
     stuck.refresh_from_db()
     fresh.refresh_from_db()
-    assert stuck.status == JobStatus.FAILED and "stopped responding" in stuck.error_message
+    assert stuck.status == JobStatus.FAILED
+    assert stuck.error_message == (f"The job ran far past its time limit of {stuck.type.time_limit()} seconds "
+                                   "without ending; it was stopped.")
     assert fresh.status == JobStatus.PROCESSING
 
 

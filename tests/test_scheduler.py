@@ -5,6 +5,7 @@ Each test pretends workers are online with `sandbox.worker(...)` and, where it r
 gives the pools queues of its own (`sandbox.private_queues()`); nothing consumes them.
 """
 
+import os
 import threading
 from datetime import timedelta
 
@@ -372,3 +373,26 @@ def test_time_left_of_running_jobs_counts_each(alice, bob, sandbox):
     view = scheduler.PoolView(sandbox_queue("sdxl"))
     assert view.load[1] == pytest.approx(1 + 9, abs=0.5)
     scheduler._durations["expires"] = 0.0
+
+
+def test_a_job_whose_worker_vanished_goes_back_to_the_queue(alice, sandbox):
+    alive = sandbox.worker("sdxl")
+    orphan, kept, unnamed = queue_jobs(alice, 3, status=JobStatus.PROCESSING, released_at=timezone.now(),
+                                       releases=1, attempts=1)
+    Job.objects.filter(pk=orphan.pk).update(worker="sdxl@gone-machine/4242")
+    Job.objects.filter(pk=kept.pk).update(worker=scheduler.presence.identity(alive, os.getpid()))
+    assert scheduler.recover_orphans(sandbox_queue("sdxl")) == 1
+    orphan.refresh_from_db()
+    assert (orphan.status, orphan.released_at, orphan.worker, orphan.attempts) == (JobStatus.QUEUED, None, "", 1)
+    assert Job.objects.get(pk=kept.pk).status == Job.objects.get(pk=unnamed.pk).status == JobStatus.PROCESSING
+    assert [job.pk for job in scheduler.fair_order(sandbox_queue("sdxl"), 5)] == [orphan.pk]  # released again
+
+
+def test_a_job_that_killed_its_worker_each_time_fails_saying_so(alice, settings):
+    job = queue_jobs(alice, 1, status=JobStatus.PROCESSING, attempts=settings.JOB_MAX_ATTEMPTS)[0]
+    runtime.run(str(job.pk), "sdxl", lambda run: pytest.fail("a poison job must not run again"))
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.attempts == settings.JOB_MAX_ATTEMPTS + 1
+    assert job.error_message == ("The job was stopped 3 times by its worker dying while it ran (a crash, or running "
+                                 "out of memory); it is not tried again.")
+    assert job.metadata["worker_deaths"] == 3

@@ -10,20 +10,27 @@ import os
 import socket
 
 from celery import signals
+from django.conf import settings
 
 from .. import presence, scheduler
 from ..brokers import client
 
-status = {"name": socket.gethostname(), "queues": []}
+status = {"name": socket.gethostname(), "queues": [], "pid": None}
 
 
 def _key(suffix=""):
     return f"{presence.KEY_PREFIX}{status['name']}{suffix}"
 
 
+def identity():
+    """This worker as its heartbeat names it ("<node>/<main process pid>"); "" outside a worker. The pid
+    tells a restarted worker of the same name from the one that died."""
+    return presence.identity(status["name"], status["pid"]) if status["pid"] else ""
+
+
 def publish():
     """Write this worker's heartbeat now."""
-    client().set(_key(), json.dumps({**status, "pid": os.getpid()}), ex=presence.TTL_SECONDS)
+    client().set(_key(), json.dumps(status), ex=settings.WORKER_LOST_AFTER)
 
 
 def publish_loaded(info):
@@ -33,9 +40,9 @@ def publish_loaded(info):
 
 @signals.worker_init.connect
 def _init(sender, **kwargs):
-    # The worker's node name, known before the pool forks (this module is imported with the pool's
-    # tasks through --include, after celeryd_init has been sent).
-    status["name"] = sender.hostname
+    # The worker's node name and main process, known before the pool forks (this module is imported with
+    # the pool's tasks through --include, after celeryd_init has been sent).
+    status["name"], status["pid"] = sender.hostname, os.getpid()
 
 
 @signals.worker_ready.connect

@@ -10,8 +10,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -19,7 +20,10 @@ from .. import events, storage
 from ..metadata import JobMetadata
 from ..models import Job, JobStatus
 from ..signals import StoredOutput, job_completed, job_failed
-from . import images
+from . import heartbeats, images
+
+# What a database that cannot be reached (stopped, restarting, a network cut) raises.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +61,24 @@ class JobRun:
         self._last_write = 0.0
 
     def step(self, step, total):
-        """Report step `step` of `total`; raises JobCancelled if the job was cancelled meanwhile."""
+        """Report step `step` of `total`; raises JobCancelled if the job was cancelled meanwhile. With the
+        database unreachable the render goes on: progress and the cancel check wait for its return."""
         self.last_step_at = time.perf_counter()
-        status = Job.objects.filter(pk=self.job.pk).values_list("status", flat=True).first()
-        if status != JobStatus.PROCESSING:
-            raise JobCancelled(f"job {self.job.pk} is {status}")
-        now = time.monotonic()
-        if step >= total or now - self._last_write >= settings.PROGRESS_INTERVAL:
-            self._last_write = now
-            Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
-                current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0
-            )
-            events.publish_on_commit(self.job)
+        try:
+            status = Job.objects.filter(pk=self.job.pk).values_list("status", flat=True).first()
+            if status != JobStatus.PROCESSING:
+                raise JobCancelled(f"job {self.job.pk} is {status}")
+            now = time.monotonic()
+            if step >= total or now - self._last_write >= settings.PROGRESS_INTERVAL:
+                self._last_write = now
+                Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
+                    current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0
+                )
+                events.publish_on_commit(self.job)
+        except DATABASE_ERRORS as exc:
+            log.warning("job %s: no progress written at step %s/%s, the database is unavailable (%s)",
+                        self.job.pk, step, total, exc)
+            connection.close()
 
     @contextmanager
     def timed(self, phase):
@@ -96,17 +106,54 @@ class JobRun:
         self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 4)
 
 
+def with_database(action, what, patience=None):
+    """`action()`, tried again with growing pauses while the database cannot be reached (the broken
+    connection is dropped each time); after `patience` seconds (None: for as long as it takes) the
+    error is raised."""
+    deadline = None if patience is None else time.monotonic() + patience
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except DATABASE_ERRORS as exc:
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
+            log.warning("the database is unavailable while %s (%s); trying again in %.1f s", what, exc, delay)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def run(job_id, pool, generate, release=0):
     """Run one job through `generate`; the job always ends completed, failed or cancelled. `release`:
     the scheduler's number of the message that brought the task (0: sent before the scheduler existed,
     or a direct call); a message of an earlier release (the job was sent again after its message seemed
-    lost) starts nothing."""
-    if not Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release}, started_at=timezone.now(),
-                    attempts=F("attempts") + 1, progress=0, current_step=0, error_message=""):
+    lost) starts nothing.
+
+    While the database cannot be reached the worker waits (taking no other task); after
+    DATABASE_WAIT_SECONDS the task goes back on its queue, never acknowledged as done. Results that
+    cannot be written are written once the database is back (the files are stored already)."""
+    def start():
+        return Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release}, worker=heartbeats.identity(),
+                        started_at=timezone.now(), attempts=F("attempts") + 1, progress=0, current_step=0,
+                        error_message="")
+
+    try:
+        moved = with_database(start, f"starting job {job_id}", patience=settings.DATABASE_WAIT_SECONDS)
+    except DATABASE_ERRORS as exc:
+        raise Reject(f"the database is unavailable: {exc}", requeue=True) from exc
+    if not moved:
         log.info("job %s is not runnable (cancelled, finished or released again); skipped", job_id)
         return
-    job = Job.objects.get(pk=job_id)
+    job = with_database(lambda: Job.objects.get(pk=job_id), f"reading job {job_id}")
     events.publish_on_commit(job)
+    if job.attempts > settings.JOB_MAX_ATTEMPTS:
+        deaths = job.attempts - 1
+        error = (f"The job was stopped {deaths} times by its worker dying while it ran (a crash, or running out of "
+                 "memory); it is not tried again.")
+        with_database(lambda: job_failed.send(sender=pool, job=job, error=error, metadata={"worker_deaths": deaths},
+                                              fields={}), f"failing job {job_id}")
+        return
     job_run = JobRun(job)
     stored = []
     try:
@@ -117,16 +164,19 @@ def run(job_id, pool, generate, release=0):
     except JobCancelled:
         log.info("job %s cancelled while running", job_id)
         return
+    except DATABASE_ERRORS as exc:  # read while rendering (a reference image, say): run it again later
+        raise Reject(f"the database is unavailable: {exc}", requeue=True) from exc
     except Exception as exc:
         log.exception("job %s failed", job_id)
         job_run.metadata["timings"] = job_run.timings
-        job_failed.send(sender=pool, job=job, error=error_message(exc, job),
-                        metadata=job_run.metadata, fields=job_run.fields)
+        error = error_message(exc, job)
+        with_database(lambda: job_failed.send(sender=pool, job=job, error=error, metadata=job_run.metadata,
+                                              fields=job_run.fields), f"recording the failure of job {job_id}")
         return
     job_run.metadata["timings"] = job_run.timings
-    job_completed.send(sender=pool, job=job, outputs=stored, metadata=job_run.metadata,
-                       fields=job_run.fields)
-    if Job.objects.filter(pk=job_id, status=JobStatus.CANCELLED).exists():
+    with_database(lambda: job_completed.send(sender=pool, job=job, outputs=stored, metadata=job_run.metadata,
+                                             fields=job_run.fields), f"recording the results of job {job_id}")
+    if with_database(lambda: Job.objects.filter(pk=job_id, status=JobStatus.CANCELLED).exists(), "checking"):
         discard(stored)  # cancelled between the last step and now: keep nothing
 
 
