@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -174,3 +175,68 @@ def test_visibility_timeout_shorter_than_a_job_is_refused(settings):
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
     errors = checks.visibility_timeout(None)
     assert [e.id for e in errors] == ["ourvidz.E001"]
+
+
+class DatabaseOutage:
+    """The database going away for real (this process's connection points at a port nothing listens on)
+    and coming back after `seconds`, from another thread."""
+
+    def __init__(self):
+        from django.db import connection
+
+        self.connection = connection
+        self.port = connection.settings_dict["PORT"]
+
+    def begin(self):
+        self.connection.close()
+        self.connection.settings_dict["PORT"] = "9"
+
+    def end_after(self, seconds):
+        import threading
+
+        timer = threading.Timer(seconds, lambda: self.connection.settings_dict.__setitem__("PORT", self.port))
+        timer.start()
+        return timer
+
+    def end(self):
+        self.connection.close()
+        self.connection.settings_dict["PORT"] = self.port
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_puts_the_task_back_when_the_database_stays_away(alice, settings):
+    from celery.exceptions import Reject
+
+    job = make_job(alice)
+    settings.DATABASE_WAIT_SECONDS = 1
+    outage = DatabaseOutage()
+    outage.begin()
+    try:
+        with pytest.raises(Reject) as rejected:
+            runtime.run(job.pk, "sdxl", render(["red"]))
+    finally:
+        outage.end()
+    assert rejected.value.requeue  # back on its queue, not acknowledged as done
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_results_are_written_once_the_database_is_back(alice):
+    job = make_job(alice, num_images=2)
+    outage = DatabaseOutage()
+    timers = []
+
+    def generate(run):
+        outputs = render(["red", "green"])(run)
+        outage.begin()  # the database goes away after the render, before the results are written ...
+        timers.append(outage.end_after(1.5))  # ... and comes back
+        return outputs
+
+    try:
+        runtime.run(job.pk, "sdxl", generate)
+    finally:
+        for timer in timers:
+            timer.join()
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED and Image.objects.filter(job=job).count() == 2
+    assert all(storage.get_storage().exists(image.bucket, image.image_path) for image in job.images.all())
