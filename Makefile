@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(SERVICES) sh -c 'python manage.py setup && exec honcho start'
+	$(SERVICES) sh -c 'python manage.py setup && exec python -m ourvidz.supervise $(ARGS)'
 
 test: install
 	$(SERVICES) python -m pytest $(ARGS)

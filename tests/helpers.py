@@ -69,14 +69,19 @@ def worker_env(**extra):
     return env
 
 
+def supervise_command(*names):
+    """The command `make run` runs the Procfile's processes with (all of them, or those named)."""
+    return [sys.executable, "-m", "ourvidz.supervise", *names]
+
+
 class Stack:
-    """Processes from the Procfile run by honcho, as `make run` runs them (or one `command` of a test's)."""
+    """Processes from the Procfile run by the supervisor, as `make run` runs them (or one `command` of a
+    test's)."""
 
     def __init__(self, names, env, log_path, command=None):
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        command = command or [str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"), "start",
-                              *names]
+        command = command or supervise_command(*names)
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
@@ -87,7 +92,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"honcho exited while waiting for {what}:\n{self.output()[-4000:]}")
+                raise RuntimeError(f"the stack exited while waiting for {what}:\n{self.output()[-4000:]}")
             if condition():
                 return
             time.sleep(0.2)

@@ -184,9 +184,8 @@ def run_worker(env, timeout=90):
     """Start the SDXL worker from the Procfile as `make run` does; return (exit status, output)."""
     from helpers import ROOT
 
-    result = subprocess.run([str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"),
-                             "start", "sdxl"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run([sys.executable, "-m", "ourvidz.supervise", "sdxl"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
     return result.returncode, result.stdout + result.stderr
 
 

@@ -8,6 +8,9 @@ import requests
 from helpers import Stack, worker_env
 from rest_framework.authtoken.models import Token
 
+from generation.models import Job
+from generation.submission import build_job
+
 
 def free_port():
     with socket.socket() as sock:
@@ -55,11 +58,21 @@ def test_make_run_stack_serves_jobs_and_flower_sees_both_pools(tmp_path, worker_
             return {"sdxl", "wan"} <= names
 
         stack.wait_for(flower_workers, 60, "Flower to report both workers")
+
+        # Ctrl-C while a job runs: the worker finishes it (warm shutdown), then everything stops.
+        slow = build_job(alice, "sdxl_image_high", "a slow boat")
+        slow.width, slow.height, slow.steps = 128, 128, 25  # about 5 s on the tiny model on a CPU: still running
+        slow.save(force_insert=True)  # beat's next tick in the stack releases it
+        stack.wait_for(lambda: Job.objects.get(pk=slow.pk).status == "processing", 30, "the slow job to start")
     finally:
         stack.stop()
+    slow.refresh_from_db()
+    assert slow.status == "completed" and slow.images.count() == 1, slow.error_message
     output = stack.output()
     assert stack.process.returncode is not None
-    for name in ("web", "sdxl", "wan", "beat", "flower"):
-        assert f"{name}.1" in output, name
+    for name in ("web", "sdxl", "wan", "housekeeping", "beat", "flower"):
+        assert f"| {name} started (pid" in output, name
+        assert f"| {name} stopped (" in output, name
+    assert "sdxl stopped (status 0)" in output and "killing" not in output  # within the grace period
     time.sleep(0.5)
     assert not answers(f"{base}/healthz")  # Ctrl-C stopped everything

@@ -1,7 +1,6 @@
 """The WAN pool run in-process (no Celery) on the tiny development models."""
 
 import io
-from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -285,8 +284,8 @@ def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path, tiny_models):
 
     from helpers import ROOT, worker_env
 
-    result = subprocess.run([str(Path(sys.executable).with_name("honcho")), "-f", str(ROOT / "Procfile"), "start",
-                             "wan"], cwd=ROOT, env=worker_env(WAN_MODEL_PATH=tmp_path / "missing"),
+    result = subprocess.run([sys.executable, "-m", "ourvidz.supervise", "wan"], cwd=ROOT,
+                            env=worker_env(WAN_MODEL_PATH=tmp_path / "missing"),
                             capture_output=True, text=True, timeout=90)
     assert result.returncode != 0
     assert "wan worker not started: WAN_MODEL_PATH=" in result.stdout + result.stderr

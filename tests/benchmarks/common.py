@@ -82,10 +82,10 @@ def reset_stack(env, bench_db, users):
 
 
 class Procs:
-    """Processes of the Procfile, started by honcho; stop() ends them all."""
+    """Processes of the Procfile, started by the supervisor as `make run` starts them; stop() ends them all."""
 
     def __init__(self, names, env, log):
-        self.process = subprocess.Popen(["honcho", "-f", str(ROOT / "Procfile"), "start", *names], cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, "-m", "ourvidz.supervise", *names], cwd=ROOT,
                                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self):
