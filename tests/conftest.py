@@ -234,7 +234,7 @@ def tiny_models(models_dir, project_settings):
 
 @pytest.fixture(scope="session")
 def worker_processes(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models):
-    """One real Celery worker per pool (honcho + Procfile), against the test database."""
+    """One real Celery worker per pool (the Procfile run by ourvidz.supervise), against the test database."""
     with django_db_blocker.unblock():
         client = brokers.client()
         client.delete(*POOL_QUEUES)
