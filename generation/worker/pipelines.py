@@ -185,7 +185,20 @@ def load_at_start(pool, *loaders):
             raise
 
     signals.worker_process_init.connect(load, weak=False)
+    signals.worker_init.connect(_fail_on_cold_shutdown, weak=False)
     return load
+
+
+def _fail_on_cold_shutdown(sender, **kwargs):
+    """Make a cold shutdown end the worker with status 1, as Celery intends (its WorkController.start drops
+    the code on the way out): a supervisor, systemd or compose must see that a worker stopped itself."""
+    worker = sender
+
+    def record(how, exitcode, **kwargs):
+        if how == "Cold" and exitcode:
+            worker.exitcode = exitcode
+
+    signals.worker_shutting_down.connect(record, weak=False)
 
 
 def check_at_start(pool, check):
