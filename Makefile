@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 SERVICES := $(BIN)/python -m ourvidz.services --
 
-.PHONY: install run test bench-core bench-scheduler bench-sdxl bench-wan manage lint clean
+.PHONY: install run test bench-core bench-scheduler bench-faults bench-sdxl bench-wan manage lint clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ bench-core: install
 
 bench-scheduler: install
 	$(SERVICES) python tests/benchmarks/bench_scheduler.py $(ARGS)
+
+bench-faults: install
+	$(SERVICES) python tests/benchmarks/bench_faults.py $(ARGS)
 
 bench-sdxl: install
 	$(SERVICES) python tests/benchmarks/bench_sdxl.py $(ARGS)

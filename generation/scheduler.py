@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 WAITING = Q(status=JobStatus.QUEUED, released_at__isnull=True)
 RELEASED = Q(status=JobStatus.QUEUED, released_at__isnull=False)
 SERVED_WINDOW = timedelta(days=1)  # "served least recently" looks this far back
+# A running job's worker is gone once its heartbeat has been seen missing for this long (a few heartbeats).
+MISSING_CONFIRM_SECONDS = 5
+MISSING_PREFIX = "ourvidz:missing-worker:"
 
 
 def task_id(job_id, release):
@@ -155,15 +158,32 @@ def retier(user):
 def recover_orphans(queue):
     """Put back into the queue the jobs of `queue` running on a worker that vanished (its heartbeat expired
     WORKER_LOST_AFTER seconds ago: its main process died, or its machine): they wait again and are released
-    with a new number, so the old message, if ever delivered again, starts nothing. Returns how many."""
-    online = {presence.identity(w["name"], w.get("pid")) for w in presence.online()}
+    with a new number, so the old message, if ever delivered again, starts nothing. Returns how many.
+
+    A worker counts as vanished once this has seen its heartbeat missing for MISSING_CONFIRM_SECONDS: a
+    heartbeat expires by the clock even while Redis is down, and must not look like every worker dying
+    (their jobs would be taken from them mid-render) when Redis comes back."""
     running = Job.objects.filter(queue=queue, status=JobStatus.PROCESSING).exclude(worker="")
-    orphans = [pk for pk, worker in running.values_list("pk", "worker") if worker not in online]
-    if not orphans:
+    workers = set(running.values_list("worker", flat=True))
+    if not workers:
         return 0
-    log.warning("%d jobs of %s ran on a worker that is gone; they go back to the queue", len(orphans), queue)
-    return Job.objects.filter(pk__in=orphans, status=JobStatus.PROCESSING).exclude(worker__in=online).update(
-        status=JobStatus.QUEUED, released_at=None, worker="", progress=0, current_step=0)
+    online = {presence.identity(w["name"], w.get("pid")) for w in presence.online()}
+    server, now = brokers.client(), time.time()
+    if workers & online:
+        server.delete(*(MISSING_PREFIX + worker for worker in workers & online))  # back, or never gone
+    gone = []
+    for worker in workers - online:
+        key = MISSING_PREFIX + worker
+        server.set(key, now, nx=True, ex=MISSING_CONFIRM_SECONDS * 10 + 60)
+        if now - float(server.get(key) or now) >= MISSING_CONFIRM_SECONDS:
+            gone.append(worker)
+    if not gone:
+        return 0
+    orphans = Job.objects.filter(queue=queue, status=JobStatus.PROCESSING, worker__in=gone)
+    moved = orphans.update(status=JobStatus.QUEUED, released_at=None, worker="", progress=0, current_step=0)
+    log.warning("%d jobs of %s ran on a worker that is gone (%s); they go back to the queue", moved, queue,
+                ", ".join(sorted(gone)))
+    return moved
 
 
 # --- the fair order ---------------------------------------------------------------------------------

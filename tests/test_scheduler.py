@@ -375,17 +375,32 @@ def test_time_left_of_running_jobs_counts_each(alice, bob, sandbox):
     scheduler._durations["expires"] = 0.0
 
 
-def test_a_job_whose_worker_vanished_goes_back_to_the_queue(alice, sandbox):
+def test_a_job_whose_worker_vanished_goes_back_to_the_queue(alice, sandbox, monkeypatch):
     alive = sandbox.worker("sdxl")
     orphan, kept, unnamed = queue_jobs(alice, 3, status=JobStatus.PROCESSING, released_at=timezone.now(),
                                        releases=1, attempts=1)
     Job.objects.filter(pk=orphan.pk).update(worker="sdxl@gone-machine/4242")
     Job.objects.filter(pk=kept.pk).update(worker=scheduler.presence.identity(alive, os.getpid()))
+    assert scheduler.recover_orphans(sandbox_queue("sdxl")) == 0  # seen missing just now: not yet
+    monkeypatch.setattr(scheduler, "MISSING_CONFIRM_SECONDS", 0)
     assert scheduler.recover_orphans(sandbox_queue("sdxl")) == 1
     orphan.refresh_from_db()
     assert (orphan.status, orphan.released_at, orphan.worker, orphan.attempts) == (JobStatus.QUEUED, None, "", 1)
     assert Job.objects.get(pk=kept.pk).status == Job.objects.get(pk=unnamed.pk).status == JobStatus.PROCESSING
     assert [job.pk for job in scheduler.fair_order(sandbox_queue("sdxl"), 5)] == [orphan.pk]  # released again
+
+
+def test_workers_whose_heartbeats_expired_during_a_redis_outage_keep_their_jobs(alice, sandbox, monkeypatch):
+    """Heartbeats expire by the clock while Redis is down; the workers write them again once it is back."""
+    name = sandbox.worker("sdxl")
+    job = queue_jobs(alice, 1, status=JobStatus.PROCESSING, released_at=timezone.now(), releases=1)[0]
+    Job.objects.filter(pk=job.pk).update(worker=scheduler.presence.identity(name, os.getpid()))
+    sandbox.stop(name)  # its heartbeat expired while Redis was down
+    assert scheduler.recover_orphans(sandbox_queue("sdxl")) == 0
+    sandbox.worker("sdxl", name)  # and is written again: the worker never went away
+    monkeypatch.setattr(scheduler, "MISSING_CONFIRM_SECONDS", 0)  # however long it was seen missing before
+    assert scheduler.recover_orphans(sandbox_queue("sdxl")) == 0
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING
 
 
 def test_a_job_that_killed_its_worker_each_time_fails_saying_so(alice, settings):

@@ -174,6 +174,8 @@ def run(job_id, pool, generate, release=0):
                                               fields=job_run.fields), f"recording the failure of job {job_id}")
         return
     job_run.metadata["timings"] = job_run.timings
+    # One line per run that got to the end: a job rendered twice shows up twice (tests/faults.py counts them).
+    log.info("job %s rendered: %d file(s) stored in %.1f s", job_id, len(stored), sum(job_run.timings.values()))
     with_database(lambda: job_completed.send(sender=pool, job=job, outputs=stored, metadata=job_run.metadata,
                                              fields=job_run.fields), f"recording the results of job {job_id}")
     if with_database(lambda: Job.objects.filter(pk=job_id, status=JobStatus.CANCELLED).exists(), "checking"):
