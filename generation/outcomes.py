@@ -11,13 +11,14 @@ from . import events, scheduler
 from .models import Image, Job, JobStatus, Video
 
 
-def record_completion(job_id, outputs, metadata, fields):
+def record_completion(job_id, outputs, metadata, fields, release=None):
     """Write one Image per picture or the Video (`outputs`: generation.signals.StoredOutput), then
     mark the job completed. False when the job was no longer processing (cancelled while finishing:
-    the worker discards the files)."""
+    the worker discards the files), or, with `release`, when it runs under a later release (taken back
+    from a worker thought gone, and sent again): the run that finishes last is not the one recorded."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        if job.status != JobStatus.PROCESSING:
+        if job.status != JobStatus.PROCESSING or (release is not None and job.releases != release):
             return False
         rows = {Image: [], Video: []}
         for output in outputs:
@@ -50,13 +51,14 @@ def record_completion(job_id, outputs, metadata, fields):
     return moved
 
 
-def record_failure(job_id, error, metadata, fields):
+def record_failure(job_id, error, metadata, fields, release=None):
     """Mark the job failed with `error`, the message its user reads. False when it had already
-    ended (completed, cancelled or failed)."""
+    ended (completed, cancelled or failed), or, with `release`, runs under a later release."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        moved = Job.move(job.pk, JobStatus.FAILED, error_message=error, metadata={**job.metadata, **metadata},
-                         **fields)
+        only_if = None if release is None else {"releases": release}
+        moved = Job.move(job.pk, JobStatus.FAILED, only_if=only_if, error_message=error,
+                         metadata={**job.metadata, **metadata}, **fields)
         if moved:
             events.publish_on_commit(job)
             transaction.on_commit(lambda: scheduler.kick(job.queue))

@@ -14,13 +14,13 @@ from .signals import job_completed, job_failed
 @receiver(job_completed)
 def on_job_completed(sender, job, outputs, metadata, fields, **kwargs):
     """A worker finished `job`: its rows and final status (True if the job moved)."""
-    return outcomes.record_completion(job.pk, outputs, metadata, fields)
+    return outcomes.record_completion(job.pk, outputs, metadata, fields, release=job.releases)
 
 
 @receiver(job_failed)
 def on_job_failed(sender, job, error, metadata, fields, **kwargs):
     """A worker gave up on `job`: failed with `error` (True if the job moved)."""
-    return outcomes.record_failure(job.pk, error, metadata, fields)
+    return outcomes.record_failure(job.pk, error, metadata, fields, release=job.releases)
 
 
 @receiver(post_delete, sender=Image)

@@ -247,6 +247,15 @@ class FaultStack:
             outcome.accepted += len(ids)
         return ids
 
+    def long_job(self, steps):
+        """Record a job of alice's that renders for a while (128×128 in `steps` steps: the API's job types
+        take a second or two on the tiny models); beat's next tick releases it. Returns its id."""
+        return self._manage("shell", "-c", (
+            "from django.contrib.auth.models import User; from generation.submission import build_job; "
+            "job = build_job(User.objects.get(username='alice'), 'sdxl_image_high', 'a long boat'); "
+            f"job.width, job.height, job.steps = 128, 128, {int(steps)}; job.save(force_insert=True); "
+            "print(job.pk)")).split()[-1]
+
     def query(self, sql, params=()):
         """Rows of `sql` on the stack's database (ids are selected as text: Django, where loaded, makes
         psycopg2 return UUID objects)."""
@@ -333,6 +342,27 @@ def _while_one_runs(stack, ids, timeout=120):
     return wait_until(running, timeout, "a job to run", 0.02)
 
 
+def _rendering(stack, job_id, timeout=120):
+    """Wait until the job has rendered its first step."""
+    wait_until(lambda: stack.query("SELECT current_step FROM generation_job WHERE id = %s AND status = "
+                                   "'processing'", [job_id]), timeout, f"job {job_id} to render", 0.05)
+
+
+def _jobs(stack, outcome, jobs, job_type, long_steps):
+    """With `long_steps`, a long job first, then `jobs` of `job_type`; waits until one of them renders (the
+    long one, if any) and returns their ids, the long one first."""
+    ids = []
+    if long_steps:
+        ids.append(stack.long_job(long_steps))
+        outcome.accepted += 1
+    ids += stack.submit(jobs, job_type, outcome=outcome)
+    if long_steps:
+        _rendering(stack, ids[0])
+    else:
+        _while_one_runs(stack, ids)
+    return ids
+
+
 def stack_restarted(stack, jobs, broker_data_lost=False):
     """Ctrl-C to the stack while a job runs and the rest wait; Redis stopped and started too (as `make run`'s
     embedded one is), with its data or, with `broker_data_lost`, without; then the stack started again."""
@@ -354,27 +384,50 @@ def stack_restarted(stack, jobs, broker_data_lost=False):
     return stack.account(outcome, ids, restart)
 
 
-def redis_killed(stack, jobs, down=8):
-    """kill -9 of Redis while a job runs and the rest wait; jobs submitted while it is down; started again
-    (same port, its append-only file) after `down` seconds."""
+def redis_killed(stack, jobs, down=20, long_steps=0):
+    """kill -9 of Redis while a job runs (with `long_steps`, a long one that outlasts the outage, so that
+    its worker's heartbeat expires meanwhile) and the rest wait; jobs submitted while it is down; Redis
+    started again (same port, its append-only file) after `down` seconds."""
     outcome = Outcome(f"Redis killed (kill -9) for {down} s")
-    ids = stack.submit(jobs, "sdxl_image_high", outcome=outcome)
-    _while_one_runs(stack, ids)
+    ids = _jobs(stack, outcome, jobs, "sdxl_image_high", long_steps)
     stack.redis.process.kill()
     stack.redis.process.wait()
     during = stack.submit(2, "sdxl_image_fast", "while Redis is down", outcome=outcome)
     outcome.notes.append(f"{len(during)} of 2 jobs submitted while Redis was down were accepted")
     time.sleep(down)
     stack.redis.start(same_port=True)
-    return stack.account(outcome, ids + during, time.monotonic())
+    outcome = stack.account(outcome, ids + during, time.monotonic())
+    if long_steps:
+        outcome.notes.append(f"the job running through the outage was started {_attempts(stack, ids[0])} "
+                             f"time(s) and ended {stack.status(ids[0])}")
+    return outcome
 
 
-def database_stopped(stack, jobs, down=8):
-    """PostgreSQL stopped (fast shutdown) while a job runs and the rest wait, started again after `down` s;
-    what the API answers meanwhile and right after."""
+def _attempts(stack, job_id):
+    return stack.query("SELECT attempts FROM generation_job WHERE id = %s", [job_id])[0][0]
+
+
+def pool_restarted(stack, jobs, long_steps):
+    """SIGTERM to the SDXL worker alone (`systemctl restart ourvidz@sdxl`, a deploy) while a long job runs
+    and beat goes on: the worker finishes the job, then the supervisor starts it again."""
+    outcome = Outcome("SDXL worker restarted (SIGTERM) during a long job")
+    ids = _jobs(stack, outcome, jobs, "sdxl_image_fast", long_steps)
+    long = ids[0]
+    old = stack.main_pid("sdxl")
+    os.kill(old, signal.SIGTERM)
+    stopped = time.monotonic()
+    wait_until(lambda: stack.main_pid("sdxl") != old, 300, "the SDXL worker to be started again")
+    outcome = stack.account(outcome, ids, stopped)
+    outcome.notes.append(f"the long job was started {_attempts(stack, long)} time(s) and ended "
+                         f"{stack.status(long)}")
+    return outcome
+
+
+def database_stopped(stack, jobs, down=20, long_steps=0):
+    """PostgreSQL stopped (fast shutdown) while a job renders (with `long_steps`, a long one) and the rest
+    wait, started again after `down` s; what the API answers meanwhile and right after."""
     outcome = Outcome(f"PostgreSQL stopped for {down} s")
-    ids = stack.submit(jobs, "sdxl_image_high", outcome=outcome)
-    _while_one_runs(stack, ids)
+    ids = _jobs(stack, outcome, jobs, "sdxl_image_high", long_steps)
     stack.postgres.stop()
     stopped = time.monotonic()
     answers = []
@@ -397,7 +450,11 @@ def database_stopped(stack, jobs, down=8):
     outcome.accepted += len(accepted)
     outcome.refused += len(after) - len(accepted)
     outcome.answers = {"during": answers, "after": codes}
-    return stack.account(outcome, ids + accepted, back)
+    outcome = stack.account(outcome, ids + accepted, back)
+    if long_steps:
+        outcome.notes.append(f"the job rendering through the outage was started {_attempts(stack, ids[0])} "
+                             f"time(s) and ended {stack.status(ids[0])}")
+    return outcome
 
 
 def worker_killed(stack, jobs):
@@ -437,5 +494,3 @@ def poison_job(stack, jobs):
     return stack.account(outcome, [poison, *ids], last_kill)
 
 
-FAULTS = [stack_restarted, lambda stack, jobs: stack_restarted(stack, jobs, broker_data_lost=True),
-          redis_killed, database_stopped, worker_killed, poison_job]

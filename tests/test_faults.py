@@ -5,10 +5,22 @@ processing. The faults themselves live in tests/faults.py, which `make bench-fau
 """
 
 import pytest
-from faults import FaultStack, database_stopped, poison_job, redis_killed, stack_restarted, worker_killed
+from faults import (
+    QUICK_SETTINGS,
+    FaultStack,
+    database_stopped,
+    poison_job,
+    pool_restarted,
+    redis_killed,
+    stack_restarted,
+    worker_killed,
+)
 from helpers import worker_env
 
 JOBS = 4
+# A job that renders for about 20 s on the tiny model (128×128): longer than a lost worker takes to notice
+# (WORKER_LOST_AFTER, the scheduler's confirmation and a tick), so that taking it back would show.
+LONG_STEPS = 100
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +52,29 @@ def test_a_broker_that_lost_everything_is_refilled_from_the_database(stack):
 
 
 def test_jobs_queued_before_and_during_a_redis_outage_all_run_once_it_is_back(stack):
-    outcome = redis_killed(stack, JOBS, down=5)
+    down = QUICK_SETTINGS["WORKER_LOST_AFTER"] + 2  # every heartbeat expires meanwhile
+    outcome = redis_killed(stack, JOBS, down=down, long_steps=LONG_STEPS)
     assert "2 of 2 jobs submitted while Redis was down were accepted" in outcome.notes  # the database holds them
-    assert_nothing_lost(outcome, JOBS + 2)
+    # Its worker was never gone: the job running through the outage is not taken from it.
+    assert "the job running through the outage was started 1 time(s) and ended completed" in outcome.notes
+    assert_nothing_lost(outcome, 1 + JOBS + 2)
+    assert outcome.starts == 1 + JOBS + 2
 
 
 def test_a_database_outage_answers_503_in_json_and_every_job_runs_once_it_is_back(stack):
-    outcome = database_stopped(stack, JOBS, down=6)
+    outcome = database_stopped(stack, JOBS, down=6, long_steps=LONG_STEPS // 2)
     assert outcome.answers["during"] and set(outcome.answers["during"]) == {(503, "application/json")}
     assert outcome.answers["after"] == [201] * 10  # no stale pooled connection answers 500
-    assert_nothing_lost(outcome, JOBS + 10)
+    long = next(note for note in outcome.notes if note.startswith("the job rendering through the outage"))
+    assert long.endswith("started 1 time(s) and ended completed")
+    assert_nothing_lost(outcome, 1 + JOBS + 10)
+
+
+def test_restarting_a_pool_lets_its_long_job_finish_while_beat_goes_on(stack):
+    outcome = pool_restarted(stack, JOBS, long_steps=LONG_STEPS)
+    assert "the long job was started 1 time(s) and ended completed" in outcome.notes
+    assert_nothing_lost(outcome, 1 + JOBS)
+    assert "sdxl exited (status 0)" in stack.output()  # a warm shutdown, then started again
 
 
 def test_the_job_of_a_worker_killed_with_sigkill_runs_again_on_its_restarted_worker(stack):

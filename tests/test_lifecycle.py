@@ -240,3 +240,68 @@ def test_results_are_written_once_the_database_is_back(alice):
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED and Image.objects.filter(job=job).count() == 2
     assert all(storage.get_storage().exists(image.bucket, image.image_path) for image in job.images.all())
+
+
+def test_a_run_whose_job_was_taken_back_and_sent_again_stops_and_records_nothing(alice):
+    """Its worker was thought gone: the job went back to the scheduler and out again as release 2."""
+    job = make_job(alice)
+    Job.objects.filter(pk=job.pk).update(releases=1)
+    steps = []
+
+    def generate(run):
+        for i in range(5):
+            run.step(i + 1, 5)
+            steps.append(i)
+            if i == 1:
+                Job.objects.filter(pk=job.pk).update(releases=2)  # recovered, released again, started elsewhere
+        return render(["red"])(run)
+
+    runtime.run(job.pk, "sdxl", generate, release=1)
+    job.refresh_from_db()
+    assert steps == [0, 1] and job.status == JobStatus.PROCESSING and not job.images.exists()
+
+
+def test_only_the_current_release_records_an_outcome(alice):
+    from generation import outcomes
+
+    job = make_job(alice)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.PROCESSING, releases=2)
+    assert not outcomes.record_completion(job.pk, [], {}, {}, release=1)
+    assert not outcomes.record_failure(job.pk, "a stale run failed", {}, {}, release=1)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING
+    assert outcomes.record_failure(job.pk, "the current run failed", {}, {}, release=2)
+    assert Job.objects.get(pk=job.pk).error_message == "the current run failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiting_for_the_database_lasts_the_patience_given(caplog):
+    from django.db import OperationalError
+
+    def action():
+        raise OperationalError("connection refused")
+
+    with pytest.raises(OperationalError):
+        runtime.with_database(action, "testing", patience=1.2)
+    pauses = [float(r.getMessage().rsplit("trying again in ", 1)[1].split()[0]) for r in caplog.records
+              if "trying again in" in r.getMessage()]
+    assert pauses[0] == 0.5 and 1.1 <= sum(pauses) <= 1.2  # the last pause is what was left, not skipped
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_render_checks_an_unreachable_database_again_only_every_few_seconds(alice, caplog):
+    job = make_job(alice)
+    outage = DatabaseOutage()
+
+    def generate(run):
+        outage.begin()
+        try:
+            for i in range(20):
+                run.step(i + 1, 20)
+        finally:
+            outage.end()
+        return render(["red"])(run)
+
+    runtime.run(job.pk, "sdxl", generate)
+    missed = [r for r in caplog.records if "no progress written" in r.getMessage()]
+    assert len(missed) == 1  # one failed check, then the render went on without waiting on connections
+    assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED

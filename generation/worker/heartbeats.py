@@ -6,8 +6,10 @@ pool child that loads the pipeline says what it loaded.
 """
 
 import json
+import logging
 import os
 import socket
+import threading
 
 from celery import signals
 from django.conf import settings
@@ -15,7 +17,11 @@ from django.conf import settings
 from .. import presence, scheduler
 from ..brokers import client
 
+log = logging.getLogger(__name__)
+
 status = {"name": socket.gethostname(), "queues": [], "pid": None}
+INTERVAL = 2.0  # seconds between heartbeats (WORKER_LOST_AFTER must be several of them)
+_stopped = threading.Event()
 
 
 def _key(suffix=""):
@@ -49,15 +55,25 @@ def _init(sender, **kwargs):
 def _ready(sender, **kwargs):
     status["queues"] = sorted(sender.app.amqp.queues.consume_from)
     publish()
+    threading.Thread(target=_beat, name="heartbeat", daemon=True).start()
     for queue in status["queues"]:
         scheduler.kick(queue)  # jobs waited for a worker: this one can take them now
 
 
-@signals.heartbeat_sent.connect
-def _heartbeat(sender, **kwargs):
-    publish()
+def _beat():
+    """Renew the heartbeat every INTERVAL seconds until the worker has shut down. A thread of its own, not
+    Celery's consumer heartbeat: a warm shutdown stops the consumer before it waits for the running job,
+    and after a Redis outage the consumer reconnects only after a backoff of up to 30 s; either way the
+    scheduler would think the worker gone and take its job back mid-render."""
+    while not _stopped.wait(INTERVAL):
+        try:
+            publish()
+        except Exception as exc:  # Redis is down: the next beat tries again
+            log.warning("could not write the heartbeat: %s", exc)
 
 
 @signals.worker_shutdown.connect
 def _shutdown(sender, **kwargs):
+    # Sent once the pool has finished its jobs: the worker is gone from now on.
+    _stopped.set()
     client().delete(_key(), _key(presence.LOADED_SUFFIX))

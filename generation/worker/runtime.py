@@ -24,6 +24,7 @@ from . import heartbeats, images
 
 # What a database that cannot be reached (stopped, restarting, a network cut) raises.
 DATABASE_ERRORS = (OperationalError, InterfaceError)
+DATABASE_RECHECK_SECONDS = 5.0  # while rendering, how often to try an unreachable database again
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,22 @@ class JobRun:
         self.timings = {}  # seconds per phase
         self.last_step_at = 0.0
         self._last_write = 0.0
+        self._database_back_at = 0.0  # after a failed check, the next waits until then
 
     def step(self, step, total):
-        """Report step `step` of `total`; raises JobCancelled if the job was cancelled meanwhile. With the
-        database unreachable the render goes on: progress and the cancel check wait for its return."""
+        """Report step `step` of `total`; raises JobCancelled if the job was cancelled meanwhile, or taken
+        back from this worker (its heartbeat was lost) and released again. With the database unreachable
+        the render goes on: progress and the cancel check wait for its return."""
         self.last_step_at = time.perf_counter()
+        now = time.monotonic()
+        if now < self._database_back_at:
+            return
         try:
-            status = Job.objects.filter(pk=self.job.pk).values_list("status", flat=True).first()
-            if status != JobStatus.PROCESSING:
-                raise JobCancelled(f"job {self.job.pk} is {status}")
-            now = time.monotonic()
+            row = Job.objects.filter(pk=self.job.pk).values_list("status", "releases").first()
+            status, releases = row or ("deleted", None)
+            if status != JobStatus.PROCESSING or releases != self.job.releases:
+                raise JobCancelled(f"job {self.job.pk} is {status}, release {releases} (this run's: "
+                                   f"{self.job.releases})")
             if step >= total or now - self._last_write >= settings.PROGRESS_INTERVAL:
                 self._last_write = now
                 Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
@@ -79,6 +86,8 @@ class JobRun:
             log.warning("job %s: no progress written at step %s/%s, the database is unavailable (%s)",
                         self.job.pk, step, total, exc)
             connection.close()
+            # Each try may wait for a connection timeout: a slow step is worse than a stale progress bar.
+            self._database_back_at = time.monotonic() + DATABASE_RECHECK_SECONDS
 
     @contextmanager
     def timed(self, phase):
@@ -116,11 +125,17 @@ def with_database(action, what, patience=None):
         try:
             return action()
         except DATABASE_ERRORS as exc:
-            if deadline is not None and time.monotonic() + delay > deadline:
+            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            if pause <= 0:
                 raise
-            log.warning("the database is unavailable while %s (%s); trying again in %.1f s", what, exc, delay)
+            log.warning("the database is unavailable while %s (%s); trying again in %.1f s", what, exc, pause)
             connection.close()
-            time.sleep(delay)
+            try:
+                time.sleep(pause)
+            except SoftTimeLimitExceeded:
+                # Results are stored and wait to be recorded: keep trying. The hard limit ends the
+                # process if need be, and the task, acknowledged late, is then run again.
+                log.warning("the soft time limit passed while %s; still waiting for the database", what)
             delay = min(delay * 2, 30.0)
 
 
@@ -161,8 +176,8 @@ def run(job_id, pool, generate, release=0):
             outputs = generate(job_run)
         with job_run.timed("store"):
             stored = [store(job, output) for output in outputs]
-    except JobCancelled:
-        log.info("job %s cancelled while running", job_id)
+    except JobCancelled as exc:
+        log.info("job %s stopped while running: %s", job_id, exc)
         return
     except DATABASE_ERRORS as exc:  # read while rendering (a reference image, say): run it again later
         raise Reject(f"the database is unavailable: {exc}", requeue=True) from exc
