@@ -305,3 +305,25 @@ def test_a_render_checks_an_unreachable_database_again_only_every_few_seconds(al
     missed = [r for r in caplog.records if "no progress written" in r.getMessage()]
     assert len(missed) == 1  # one failed check, then the render went on without waiting on connections
     assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_render_that_loses_the_database_sends_its_job_back_without_counting_a_worker_death(alice):
+    job = make_job(alice)
+    Job.objects.filter(pk=job.pk).update(releases=1, released_at=timezone.now())
+    outage = DatabaseOutage()
+    timers = []
+
+    def generate(run):
+        outage.begin()
+        timers.append(outage.end_after(1.5))
+        Job.objects.get(pk=run.job.pk)  # a read the render needs (its reference picture, say)
+        pytest.fail("the database was down")
+
+    try:
+        runtime.run(job.pk, "sdxl", generate, release=1)  # returns: the message is done with
+    finally:
+        for timer in timers:
+            timer.join()
+    job.refresh_from_db()
+    assert (job.status, job.released_at, job.worker, job.attempts) == (JobStatus.QUEUED, None, "", 0)

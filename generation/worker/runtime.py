@@ -147,7 +147,8 @@ def run(job_id, pool, generate, release=0):
 
     While the database cannot be reached the worker waits (taking no other task); after
     DATABASE_WAIT_SECONDS the task goes back on its queue, never acknowledged as done. Results that
-    cannot be written are written once the database is back (the files are stored already)."""
+    cannot be written are written once the database is back (the files are stored already); a render
+    that needed the database goes back to the scheduler once it is back."""
     def start():
         return Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release}, worker=heartbeats.identity(),
                         started_at=timezone.now(), attempts=F("attempts") + 1, progress=0, current_step=0,
@@ -180,7 +181,14 @@ def run(job_id, pool, generate, release=0):
         log.info("job %s stopped while running: %s", job_id, exc)
         return
     except DATABASE_ERRORS as exc:  # read while rendering (a reference image, say): run it again later
-        raise Reject(f"the database is unavailable: {exc}", requeue=True) from exc
+        log.warning("job %s: the database went away while rendering (%s); the job waits again once it is back",
+                    job_id, exc)
+        # Back to the scheduler through the database, not the broker: this start is not counted as one that
+        # killed its worker (JOB_MAX_ATTEMPTS), and the message is done with.
+        with_database(lambda: Job.move(job_id, JobStatus.QUEUED, only_if={"releases": release}, released_at=None,
+                                       worker="", progress=0, current_step=0, attempts=F("attempts") - 1),
+                      f"putting job {job_id} back in the queue")
+        return
     except Exception as exc:
         log.exception("job %s failed", job_id)
         job_run.metadata["timings"] = job_run.timings
