@@ -14,8 +14,9 @@ files and the workers' log. Prints figures; asserts nothing.
   after the fault ended; doubled: a job rendered twice, or with more files or rows than it asked for
   (goal 0 / 0 / 0).
 - starts: how many times workers started the jobs (above the job count: runs repeated after the fault).
-- recovery: seconds from the fault's end (the server started again, the process killed) to the next job
-  finished; drained: to the last one.
+- next done / all done: seconds from the fault's end (the server started again, the process killed) to the
+  next job finished, and to the last. Where a long job runs through the fault, the next one done is that
+  job (the others wait behind it on the one SDXL worker).
 The stack uses tests/faults.py's QUICK_SETTINGS (a worker is lost after 6 s, beat ticks every second), as
 the tests do; with the defaults, a vanished worker's job waits WORKER_LOST_AFTER (20 s), the scheduler's
 confirmation (5 s) and a tick (up to 5 s).
@@ -79,11 +80,11 @@ def main():
 
     print(f"\n{args.jobs} image jobs per fault (plus those submitted during it); tiny models on this CPU")
     header = f"  {'fault':54}{'accepted':>9}{'lost':>6}{'doubled':>8}{'stuck':>6}{'failed':>7}{'starts':>7}" \
-             f"{'recovery s':>11}{'drained s':>10}"
+             f"{'next done s':>12}{'all done s':>11}"
     print(header)
     for o in outcomes:
         print(f"  {o.fault:54}{o.accepted:>9}{len(o.lost):>6}{len(o.doubled):>8}{len(o.stuck):>6}"
-              f"{len(o.failed):>7}{o.starts:>7}{_seconds(o.recovery):>11}{_seconds(o.drained):>10}")
+              f"{len(o.failed):>7}{o.starts:>7}{_seconds(o.recovery):>12}{_seconds(o.drained):>11}")
     print("  goal: lost / doubled / stuck 0 / 0 / 0; failed: only the poison job")
     for o in outcomes:
         for job_id, error in o.failed.items():
