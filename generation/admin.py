@@ -1,25 +1,41 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.urls import reverse
 from django.utils.html import format_html
 
-from . import storage, submission
-from .models import Account, Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
+from . import credits, quotas, storage, submission
+from .models import Account, CreditEntry, CreditKind, Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
 
 
 class AccountInline(admin.StackedInline):
     model = Account
     can_delete = False
-    verbose_name_plural = "scheduling"
-    fields = ["tier"]
+    verbose_name_plural = "scheduling and credits"
+    fields = ["tier", "unlimited", "credits", "grant_link"]
+    readonly_fields = ["credits", "grant_link"]
+
+    @admin.display(description="")
+    def grant_link(self, account):
+        if not account.pk:
+            return ""
+        url = reverse("admin:generation_creditentry_add") + f"?user={account.user_id}"
+        return format_html('<a href="{}">Grant or take back credits</a> · <a href="{}">ledger</a>', url,
+                           reverse("admin:generation_creditentry_changelist") + f"?user__id__exact={account.user_id}")
 
 
 class OurVidzUserAdmin(UserAdmin):
-    """Django's own user admin, with the user's scheduling tier."""
+    """Django's own user admin, with the user's scheduling tier and credits."""
 
     inlines = [AccountInline]
-    list_display = [*UserAdmin.list_display, "tier"]
+    list_display = [*UserAdmin.list_display, "tier", "credits"]
     list_select_related = ["account"]
+
+    @admin.display(description="credits")
+    def credits(self, user):
+        account = getattr(user, "account", None)
+        return account.credits if account else 0
 
     @admin.display(description="tier")
     def tier(self, user):
@@ -91,8 +107,15 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed jobs (as new jobs)")
     def retry_jobs(self, request, queryset):
         failed = queryset.filter(status=JobStatus.FAILED)
-        new = [submission.retry(job) for job in failed]
+        new, refused = [], []
+        for job in failed:
+            try:
+                new.append(submission.retry(job))
+            except (credits.InsufficientCredits, quotas.QuotaExceeded) as exc:
+                refused.append(f"{job.user}: {exc}")
         self.message_user(request, f"Queued {len(new)} new jobs.")
+        if refused:
+            self.message_user(request, "Not retried (charged to their users): " + "; ".join(refused), messages.ERROR)
         skipped = queryset.count() - len(new)
         if skipped:
             self.message_user(request, f"Skipped {skipped} jobs that have not failed.", messages.WARNING)
@@ -128,3 +151,42 @@ class NegativeTermAdmin(admin.ModelAdmin):
     list_editable = ["position", "enabled"]
     list_filter = ["trigger", "category", "enabled"]
     search_fields = ["term"]
+
+
+class GrantForm(forms.ModelForm):
+    """A grant: who, how many (negative to take back), why."""
+
+    class Meta:
+        model = CreditEntry
+        fields = ["user", "amount", "reason"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("user") and data.get("amount") is not None:
+            balance = credits.account(data["user"]).credits
+            if balance + data["amount"] < 0:
+                self.add_error("amount", f"{data['user']} has {balance} credits; at most that can be taken back.")
+        return data
+
+
+@admin.register(CreditEntry)
+class CreditEntryAdmin(admin.ModelAdmin):
+    """The ledger, read-only; adding an entry grants (or, negative, takes back) credits through
+    generation.credits.grant, never below zero."""
+
+    list_display = ["created_at", "user", "kind", "amount", "balance", "price", "job_type", "reason"]
+    list_filter = ["kind", "job_type"]
+    search_fields = ["user__username", "reason", "job__id"]
+    date_hierarchy = "created_at"
+    form = GrantForm
+    raw_id_fields = ["user"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        entry = credits.grant(obj.user, obj.amount, obj.reason or f"granted by {request.user}")
+        obj.pk, obj.kind, obj.balance = entry.pk, CreditKind.GRANT, entry.balance

@@ -39,15 +39,56 @@ class Tier(models.IntegerChoices):
 
 
 class Account(models.Model):
-    """What the service keeps about a user beyond Django's User: the scheduling tier an admin sets."""
+    """What the service keeps about a user beyond Django's User: the scheduling tier an admin sets, and the
+    credits balance (generation.credits; every change is a CreditEntry)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
     tier = models.PositiveSmallIntegerField(
         choices=Tier.choices, default=Tier.STANDARD,
         help_text="Priority users' jobs start before standard ones; staff count as priority.")
+    credits = models.IntegerField(default=0, editable=False, help_text="Changed by grants, charges and refunds.")
+    unlimited = models.BooleanField(
+        default=False, help_text="Never charged (the ledger still records usage); staff never are either.")
+
+    class Meta:
+        constraints = [
+            # Concurrent charges take the balance with a conditional UPDATE; this is the last line.
+            models.CheckConstraint(condition=models.Q(credits__gte=0), name="credits_never_negative"),
+        ]
 
     def __str__(self):
         return f"{self.user} ({self.get_tier_display()})"
+
+
+class CreditKind(models.TextChoices):
+    GRANT = "grant"  # an admin's grant (or take-back), or the sign-up credits
+    CHARGE = "charge"  # a submission: the job's credits (0 for staff, unlimited users or OURVIDZ_CREDITS=0)
+    REFUND = "refund"  # a job that failed for a reason not the user's, or was cancelled before it started
+
+
+class CreditEntry(models.Model):
+    """One change to a user's credits, append-only: what, how much, the balance after it, why, which job."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_entries")
+    kind = models.CharField(max_length=8, choices=CreditKind.choices)
+    amount = models.IntegerField(help_text="The change to the balance: negative for a charge.")
+    price = models.PositiveIntegerField(default=0, help_text="The job's credits, charged or not.")
+    balance = models.IntegerField(help_text="The balance after this entry.")
+    reason = models.CharField(max_length=255)
+    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="credit_entries")
+    job_type = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "credit entries"
+        constraints = [
+            models.UniqueConstraint(fields=["job"], condition=models.Q(kind="refund"), name="one_refund_per_job"),
+        ]
+        indexes = [models.Index(fields=["user", "-created_at"], name="credit_user_created")]
+
+    def __str__(self):
+        return f"{self.kind} {self.amount:+d} for {self.user} ({self.reason})"
 
 
 def tier_of(user):
@@ -118,6 +159,8 @@ class Job(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Seconds the worker's accelerator (or CPU) spent rendering it: the cost basis behind the credits.
+    gpu_seconds = models.FloatField(null=True, blank=True)
     # The scheduler's bookkeeping (generation.scheduler). A queued job waits in the database until it is
     # released to its pool's broker queue; `releases` numbers the messages sent, so a message from an
     # earlier release that turns up late starts nothing.
@@ -152,6 +195,9 @@ class Job(models.Model):
                          condition=models.Q(status="queued", released_at__isnull=False)),
             models.Index(fields=["queue", "user", "released_at"], name="job_served"),
             models.Index(fields=["user", "-created_at"], name="job_user_created"),
+            # A user's jobs waiting or running, counted against their quota at each submission.
+            models.Index(fields=["user"], name="job_user_active",
+                         condition=models.Q(status__in=["queued", "processing"])),
         ]
 
     def __str__(self):

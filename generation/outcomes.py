@@ -7,7 +7,7 @@ re-delivered report, or one about a job cancelled meanwhile, changes nothing.
 
 from django.db import transaction
 
-from . import events, scheduler
+from . import credits, events, scheduler
 from .models import Image, Job, JobStatus, Video
 
 
@@ -51,14 +51,17 @@ def record_completion(job_id, outputs, metadata, fields, release=None):
     return moved
 
 
-def record_failure(job_id, error, metadata, fields, release=None):
-    """Mark the job failed with `error`, the message its user reads. False when it had already
-    ended (completed, cancelled or failed), or, with `release`, runs under a later release."""
+def record_failure(job_id, error, metadata, fields, release=None, refund=True):
+    """Mark the job failed with `error`, the message its user reads, and give its credits back unless the
+    failure was the user's (`refund` False). False when it had already ended (completed, cancelled or
+    failed), or, with `release`, runs under a later release."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         only_if = None if release is None else {"releases": release}
         moved = Job.move(job.pk, JobStatus.FAILED, only_if=only_if, error_message=error,
                          metadata={**job.metadata, **metadata}, **fields)
+        if moved and refund:
+            credits.refund(job, "the job failed: " + error)
         if moved:
             events.publish_on_commit(job)
             transaction.on_commit(lambda: scheduler.kick(job.queue))

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from . import negative_prompts, outcomes, scheduler, storage
+from . import credits, negative_prompts, outcomes, scheduler, storage
 from .models import Account, Image, NegativeTerm, ReferenceImage, Video
 from .signals import job_completed, job_failed
 
@@ -18,9 +18,10 @@ def on_job_completed(sender, job, outputs, metadata, fields, **kwargs):
 
 
 @receiver(job_failed)
-def on_job_failed(sender, job, error, metadata, fields, **kwargs):
-    """A worker gave up on `job`: failed with `error` (True if the job moved)."""
-    return outcomes.record_failure(job.pk, error, metadata, fields, release=job.releases)
+def on_job_failed(sender, job, error, metadata, fields, refund=True, **kwargs):
+    """A worker gave up on `job`: failed with `error`, refunded unless the failure was the user's (True if
+    the job moved)."""
+    return outcomes.record_failure(job.pk, error, metadata, fields, release=job.releases, refund=refund)
 
 
 @receiver(post_delete, sender=Image)
@@ -35,6 +36,14 @@ def delete_files(sender, instance, **kwargs):
     else:
         files = [(instance.bucket, instance.path), (instance.bucket, instance.thumbnail_path)]
     transaction.on_commit(lambda: [storage.get_storage().delete(bucket, name) for bucket, name in files if name])
+
+
+@receiver(post_save, sender=get_user_model())
+def give_sign_up_credits(sender, instance, created, raw=False, **kwargs):
+    """Every new user, however created (sign-up page, admin, createsuperuser, a shell), gets an account
+    with OURVIDZ_SIGNUP_CREDITS."""
+    if created and not raw:
+        credits.account(instance)
 
 
 @receiver(post_save, sender=Account)

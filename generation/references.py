@@ -7,7 +7,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from . import storage
+from . import quotas, storage
 from .models import ReferenceImage
 
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
@@ -57,6 +57,7 @@ def store_reference(user, data, original_name=""):
     existing = ReferenceImage.objects.filter(user=user, path=name).first()
     if existing:  # same bytes uploaded again: one file, one row
         return existing
+    quotas.check_reference_upload(user, len(data))
     storage.get_storage().put(ReferenceImage.BUCKET, name, data)
     return ReferenceImage.objects.create(user=user, path=name, content_type=mime, width=width, height=height,
                                          size_bytes=len(data), original_name=original_name[:255])

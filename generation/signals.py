@@ -4,8 +4,9 @@
 job_completed(sender=pool name, job, outputs, metadata, fields)
     outputs: list of StoredOutput; metadata: merged into Job.metadata (generation.metadata.JobMetadata);
     fields: other Job columns to save (e.g. enhanced_prompt).
-job_failed(sender=pool name, job, error, metadata, fields)
-    error: the message shown to the user.
+job_failed(sender=pool name, job, error, metadata, fields, refund)
+    error: the message shown to the user; refund: False when the failure was the user's (their credits
+    are then kept).
 """
 
 from dataclasses import dataclass

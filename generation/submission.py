@@ -8,7 +8,7 @@ import secrets
 
 from django.db import IntegrityError, transaction
 
-from . import events, job_types, negative_prompts, scheduler
+from . import credits, events, job_types, negative_prompts, quotas, scheduler
 from .metadata import JobMetadata
 from .models import Job, JobStatus, tier_of
 
@@ -34,8 +34,7 @@ def submit(user, validated, idempotency_key=None):
     job = build_job(user, **validated)
     job.idempotency_key = idempotency_key or None
     try:
-        # One INSERT is atomic on its own; no transaction block saves two round trips per job.
-        job.save(force_insert=True)
+        _record(job)
     except IntegrityError:
         # A concurrent request with the same key won the insert (the unique constraint decides).
         if found := existing(user, idempotency_key):
@@ -44,6 +43,43 @@ def submit(user, validated, idempotency_key=None):
     # Immediately in autocommit mode; inside a caller's transaction, only once it commits.
     transaction.on_commit(lambda: _release(job))
     return job, True
+
+
+def _record(job):
+    """Insert `job` and charge it, with its user's account locked (one user's submissions are counted
+    and charged one at a time): nothing is written when a quota or the credits refuse it (QuotaExceeded,
+    credits.InsufficientCredits)."""
+    with transaction.atomic():
+        locked = credits.locked_account(job.user)
+        quotas.check_active(job.user, job.tier)
+        if not credits.exemption(job.user, locked) and locked.credits < job.credits:
+            raise credits.InsufficientCredits(locked.credits, job.credits)  # before writing anything
+        job.save(force_insert=True)
+        credits.charge(locked, job)
+
+
+def quote(user, validated):
+    """What submitting `validated` would cost and when it would start, creating nothing: the job is recorded
+    inside a transaction that is rolled back, so that the scheduler places it exactly as it would a real one.
+    Returns a dict: price, charged, balance, expected seconds, the outlook, and why it would be refused."""
+    job = build_job(user, **validated)
+    account = credits.account(user)
+    exempt = credits.exemption(user, account)
+    refused = ""
+    if not exempt and account.credits < job.credits:
+        refused = str(credits.InsufficientCredits(account.credits, job.credits))
+    try:
+        quotas.check_active(user, job.tier)
+    except quotas.QuotaExceeded as exc:
+        refused = refused or str(exc)
+    with transaction.atomic():
+        job.save(force_insert=True)
+        outlook = scheduler.outlooks([job])[job.pk]
+        transaction.set_rollback(True)
+    return {"job_type": job.job_type, "price": job.credits, "charged": not exempt, "balance": account.credits,
+            "expected_generation_seconds": job.expected_seconds, "queue_position": outlook.position,
+            "estimated_start_seconds": outlook.start_seconds, "estimated_finish_seconds": outlook.finish_seconds,
+            "waiting_reason": outlook.waiting_reason, "refused": refused}
 
 
 def _release(job):
@@ -76,8 +112,12 @@ def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=Non
 
 def cancel(job):
     """Cancel a queued or running job; a running one stops at its next step, a waiting one needs no
-    broker at all. True if it moved."""
-    moved = Job.move(job.pk, JobStatus.CANCELLED)
+    broker at all, and is refunded. True if it moved."""
+    with transaction.atomic():
+        waiting = Job.move(job.pk, JobStatus.CANCELLED, only_if={"status": JobStatus.QUEUED})
+        moved = waiting or Job.move(job.pk, JobStatus.CANCELLED)
+        if waiting:
+            credits.refund(job, "cancelled before it started")
     if moved:
         events.publish_on_commit(job)
         if job.released_at is not None:
@@ -86,13 +126,13 @@ def cancel(job):
 
 
 def retry(job):
-    """Queue a new job with the same parameters as `job`, pointing back at it."""
+    """Queue a new job with the same parameters as `job`, pointing back at it (charged as a submission)."""
     new = build_job(
         job.user, job.job_type, job.prompt, negative_prompt=job.metadata.get("user_negative_prompt", ""),
         num_images=job.num_images, seed=job.seed, aspect_ratio=job.aspect_ratio,
         reference_image=job.reference_image, reference_type=job.reference_type,
         reference_strength=job.reference_strength, retry_of=job,
     )
-    new.save(force_insert=True)
+    _record(new)
     transaction.on_commit(lambda: scheduler.kick(new.queue))
     return new

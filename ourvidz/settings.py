@@ -269,6 +269,20 @@ JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", 3)
 # How long a worker waits for an unreachable database before putting the task back on its queue.
 DATABASE_WAIT_SECONDS = env.int("DATABASE_WAIT_SECONDS", 60)
 
+# --- Credits and quotas (generation.credits, generation.quotas) ------------------------------------
+
+# Submissions cost their job type's credits; 0 turns charging off (the ledger still records usage).
+OURVIDZ_CREDITS = env.bool("OURVIDZ_CREDITS", True)
+# Credits every new user starts with, however created.
+OURVIDZ_SIGNUP_CREDITS = env.int("OURVIDZ_SIGNUP_CREDITS", 1000)
+# Per tier: "standard,priority" (one number: both). Jobs waiting or running at once per user.
+QUOTA_ACTIVE_JOBS = env.list("QUOTA_ACTIVE_JOBS", cast=int, default=[50, 200])
+# Submissions (new jobs and retries) per user per minute.
+QUOTA_SUBMISSIONS_PER_MINUTE = env.list("QUOTA_SUBMISSIONS_PER_MINUTE", cast=int, default=[60, 240])
+# Reference uploads per user per day, and the bytes of references a user may keep.
+QUOTA_REFERENCES_PER_DAY = env.list("QUOTA_REFERENCES_PER_DAY", cast=int, default=[100, 500])
+QUOTA_REFERENCE_BYTES = env.list("QUOTA_REFERENCE_BYTES", cast=int, default=[1024**3, 10 * 1024**3])
+
 REFERENCE_MAX_BYTES = env.int("REFERENCE_MAX_BYTES", 10 * 1024 * 1024)
 REFERENCE_MAX_PIXELS = env.int("REFERENCE_MAX_PIXELS", 4096 * 4096)
 

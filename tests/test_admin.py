@@ -82,8 +82,10 @@ def test_an_admin_sets_a_users_tier_on_their_page_and_their_waiting_jobs_follow(
     form.update({
         "username": "alice", "date_joined_0": timezone.localtime(alice.date_joined).strftime("%Y-%m-%d"),
         "date_joined_1": timezone.localtime(alice.date_joined).strftime("%H:%M:%S"), "is_active": "on",
-        "account-TOTAL_FORMS": "1", "account-INITIAL_FORMS": "0", "account-MIN_NUM_FORMS": "0",
+        # Every user has an account (with the sign-up credits) from the start.
+        "account-TOTAL_FORMS": "1", "account-INITIAL_FORMS": "1", "account-MIN_NUM_FORMS": "0",
         "account-MAX_NUM_FORMS": "1", "account-0-tier": str(Tier.PRIORITY), "account-0-user": str(alice.pk),
+        "account-0-id": str(alice.account.pk),
     })
     form.pop("password", None)
     form.pop("groups", None)

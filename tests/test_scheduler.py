@@ -7,6 +7,7 @@ gives the pools queues of its own (`sandbox.private_queues()`); nothing consumes
 
 import os
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -104,7 +105,7 @@ def test_the_user_served_least_recently_breaks_a_tie(alice, bob, sandbox):
 
 
 def test_priority_users_go_first_and_a_user_waiting_unserved_rises(alice, bob, charlie, sandbox, settings):
-    Account.objects.create(user=charlie, tier=Tier.PRIORITY)
+    Account.objects.filter(user=charlie).update(tier=Tier.PRIORITY)
     now = timezone.now()
     queue_jobs(alice, 3, start=now - timedelta(minutes=5))
     queue_jobs(charlie, 2, start=now - timedelta(minutes=1))
@@ -137,7 +138,9 @@ def test_a_flood_served_all_along_does_not_age_past_a_newcomer(alice, bob, sandb
 def test_a_new_tier_applies_to_the_jobs_already_waiting(alice, sandbox):
     waiting = queue_jobs(alice, 2)
     running = queue_jobs(alice, 1, status=JobStatus.PROCESSING)[0]
-    account = Account.objects.create(user=alice, tier=Tier.PRIORITY)  # what the admin's user page saves
+    account = Account.objects.get(user=alice)
+    account.tier = Tier.PRIORITY
+    account.save()  # what the admin's user page saves
     assert {job.tier for job in Job.objects.filter(pk__in=[j.pk for j in waiting])} == {Tier.PRIORITY}
     assert Job.objects.get(pk=running.pk).tier == Tier.STANDARD
     account.tier = Tier.STANDARD
@@ -148,7 +151,7 @@ def test_a_new_tier_applies_to_the_jobs_already_waiting(alice, sandbox):
 
 def test_queue_positions_are_the_order_the_scheduler_releases_in(release, alice, bob, charlie, sandbox, settings):
     sandbox.private_queues()
-    Account.objects.create(user=charlie, tier=Tier.PRIORITY)
+    Account.objects.filter(user=charlie).update(tier=Tier.PRIORITY)
     queue_jobs(alice, 2, start=timezone.now() - timedelta(minutes=20), released_at=timezone.now())
     queue_jobs(alice, 6, start=timezone.now() - timedelta(minutes=10))
     queue_jobs(bob, 3, start=timezone.now() - timedelta(minutes=8))
@@ -299,7 +302,7 @@ def test_positions_match_the_fair_order_in_random_queues(seed, alice, bob, charl
     now = timezone.now()
     for user in (alice, bob, charlie):
         if chance.random() < 0.4:
-            Account.objects.create(user=user, tier=Tier.PRIORITY)
+            Account.objects.filter(user=user).update(tier=Tier.PRIORITY)
         queue_jobs(user, chance.randint(0, 3), start=now - timedelta(hours=chance.randint(2, 5)),
                    released_at=now - timedelta(minutes=chance.randint(1, 50)))
         if chance.random() < 0.5:
@@ -379,7 +382,7 @@ def test_a_job_whose_worker_vanished_goes_back_to_the_queue(alice, sandbox, monk
     alive = sandbox.worker("sdxl")
     orphan, kept, unnamed = queue_jobs(alice, 3, status=JobStatus.PROCESSING, released_at=timezone.now(),
                                        releases=1, attempts=1)
-    Job.objects.filter(pk=orphan.pk).update(worker="sdxl@gone-machine/4242")
+    Job.objects.filter(pk=orphan.pk).update(worker=f"sdxl@gone-{uuid.uuid4().hex[:8]}/4242")
     Job.objects.filter(pk=kept.pk).update(worker=scheduler.presence.identity(alive, os.getpid()))
     assert scheduler.recover_orphans(sandbox_queue("sdxl")) == 0  # seen missing just now: not yet
     monkeypatch.setattr(scheduler, "MISSING_CONFIRM_SECONDS", 0)

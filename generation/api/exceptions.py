@@ -6,14 +6,26 @@ A client sending `X-Error-Codes: 1` gets each validation error as {"message", "c
 itself without parsing English; everyone else gets DRF's usual answers.
 """
 
+from rest_framework import status
 from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from ..credits import InsufficientCredits
+from ..quotas import QuotaExceeded
 
 CODES_HEADER = "X-Error-Codes"
 
 
 def handle(exc, context):
-    """REST_FRAMEWORK["EXCEPTION_HANDLER"]."""
+    """REST_FRAMEWORK["EXCEPTION_HANDLER"]: DRF's, plus the domain's refusals (credits, quotas)."""
+    if isinstance(exc, InsufficientCredits):
+        # The balance and the price beside the message: a client can say how many credits are missing.
+        return Response({"detail": str(exc), "code": "insufficient_credits", "balance": exc.balance,
+                         "price": exc.price}, status=status.HTTP_402_PAYMENT_REQUIRED)
+    if isinstance(exc, QuotaExceeded):
+        return Response({"detail": str(exc), "code": exc.code, "retry_after": exc.retry_after},
+                        status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(exc.retry_after)})
     response = exception_handler(exc, context)
     request = context.get("request")
     if response is None or request is None or request.headers.get(CODES_HEADER) != "1":

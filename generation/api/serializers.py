@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from .. import capabilities, job_types, scheduler, storage
-from ..models import Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
+from ..models import CreditEntry, Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
 
 
 class CachedFieldsMixin:
@@ -208,3 +208,49 @@ class ReferenceImageSerializer(serializers.ModelSerializer):
 
     def get_url(self, ref):
         return storage.signed_url(ReferenceImage.BUCKET, ref.path, self.context.get("request"))
+
+
+class QuoteSerializer(serializers.Serializer):
+    """What a submission would cost and when it would start (POST /api/jobs/quote/ creates nothing)."""
+
+    job_type = serializers.CharField()
+    price = serializers.IntegerField(help_text="The job's credits.")
+    charged = serializers.BooleanField(help_text="False for staff, unlimited users, or with credits off.")
+    balance = serializers.IntegerField()
+    expected_generation_seconds = serializers.FloatField()
+    queue_position = serializers.IntegerField(allow_null=True)
+    estimated_start_seconds = serializers.FloatField(allow_null=True)
+    estimated_finish_seconds = serializers.FloatField(allow_null=True)
+    waiting_reason = serializers.CharField(allow_null=True)
+    refused = serializers.CharField(help_text="Why a submission would be refused now (402 or 429), or empty.")
+
+
+class UsageSerializer(serializers.Serializer):
+    job_type = serializers.CharField()
+    jobs = serializers.IntegerField()
+    credits = serializers.IntegerField(help_text="Charged, net of refunds.")
+    gpu_seconds = serializers.FloatField(help_text="Seconds of accelerator (or CPU) time spent rendering.")
+
+
+class LimitsSerializer(serializers.Serializer):
+    active_jobs = serializers.IntegerField(help_text="Jobs waiting or running at once.")
+    submissions_per_minute = serializers.IntegerField()
+    references_per_day = serializers.IntegerField()
+    reference_bytes = serializers.IntegerField(help_text="Bytes of reference images kept.")
+
+
+class AccountSerializer(serializers.Serializer):
+    """GET /api/account/: the balance, tier, limits and usage of the user asking."""
+
+    username = serializers.CharField()
+    credits = serializers.IntegerField(help_text="The balance.")
+    charged = serializers.BooleanField(help_text="Whether submissions cost credits (no: staff, unlimited, off).")
+    tier = serializers.CharField()
+    limits = LimitsSerializer()
+    usage = UsageSerializer(many=True)
+
+
+class CreditEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CreditEntry
+        fields = ["id", "created_at", "kind", "amount", "balance", "price", "reason", "job", "job_type"]

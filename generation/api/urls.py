@@ -17,5 +17,7 @@ urlpatterns = [
     path("job-types/", views.JobTypesView.as_view(), name="job-types"),
     path("queues/", views.QueuesView.as_view(), name="queues"),
     path("negative-prompt/", views.NegativePromptView.as_view(), name="negative-prompt"),
+    path("account/", views.AccountView.as_view(), name="account"),
+    path("account/ledger/", views.LedgerView.as_view({"get": "list"}), name="ledger"),
     path("", include(router.urls)),
 ]

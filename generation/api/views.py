@@ -7,14 +7,17 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import capabilities, job_types, negative_prompts, queues, references, submission
-from ..models import Image, Job, ReferenceImage, Video
+from .. import capabilities, credits, job_types, negative_prompts, queues, references, submission
+from ..models import CreditEntry, Image, Job, ReferenceImage, Video
 from . import filters
 from .serializers import (
+    AccountSerializer,
+    CreditEntrySerializer,
     ImageSerializer,
     JobRequestSerializer,
     JobSerializer,
     QueueSerializer,
+    QuoteSerializer,
     ReferenceImageSerializer,
     VideoSerializer,
 )
@@ -48,6 +51,15 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         job, created = submission.submit(request.user, serializer.validated_data, key)
         return Response(JobSerializer(job, context=self.get_serializer_context()).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=JobRequestSerializer, responses=QuoteSerializer)
+    @action(detail=False, methods=["post"])
+    def quote(self, request):
+        """What submitting this body would cost (credits), how long it would run and when it would start,
+        and why it would be refused now, if it would; creates nothing."""
+        serializer = JobRequestSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        return Response(QuoteSerializer(submission.quote(request.user, serializer.validated_data)).data)
 
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])
@@ -146,3 +158,20 @@ class QueuesView(APIView):
             for queue in stats:
                 queue.pop("heaviest_users")
         return Response(QueueSerializer(stats, many=True).data)
+
+
+class AccountView(APIView):
+    @extend_schema(responses=AccountSerializer)
+    def get(self, request):
+        """Your credits balance, whether you are charged, your tier, your limits and your usage per job type
+        (jobs, credits, GPU seconds)."""
+        return Response(AccountSerializer(credits.summary(request.user)).data)
+
+
+class LedgerView(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Your credits ledger, newest first: grants, charges and refunds, each with its reason and job."""
+
+    serializer_class = CreditEntrySerializer
+
+    def get_queryset(self):
+        return CreditEntry.objects.filter(user=self.request.user)

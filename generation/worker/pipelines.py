@@ -128,7 +128,7 @@ def reference_picture(job):
     """The job's reference image, read from storage (never from a URL), resized and center-cropped
     to the job's size (never stretched). JobError if it was deleted before the job ran."""
     if job.reference_image is None:
-        raise JobError("The reference image was deleted before the job ran.")
+        raise JobError("The reference image was deleted before the job ran.", refund=False)
     data = storage.get_storage().get(ReferenceImage.BUCKET, job.reference_image.path)
     picture = Image.open(io.BytesIO(data)).convert("RGB")
     return ImageOps.fit(picture, (job.width, job.height), Image.Resampling.LANCZOS)

@@ -34,7 +34,12 @@ class JobCancelled(Exception):
 
 
 class JobError(Exception):
-    """A failure whose message is meant for the user (bad parameters, out of memory...)."""
+    """A failure whose message is meant for the user (bad parameters, out of memory...). `refund`: False
+    when it was the user's doing (they deleted the reference, say): their credits are kept."""
+
+    def __init__(self, message, refund=True):
+        super().__init__(message)
+        self.refund = refund
 
 
 @dataclass
@@ -193,10 +198,14 @@ def run(job_id, pool, generate, release=0):
         log.exception("job %s failed", job_id)
         job_run.metadata["timings"] = job_run.timings
         error = error_message(exc, job)
+        refund = getattr(exc, "refund", True)
+        job_run.fields["gpu_seconds"] = job_run.timings.get("generate")
         with_database(lambda: job_failed.send(sender=pool, job=job, error=error, metadata=job_run.metadata,
-                                              fields=job_run.fields), f"recording the failure of job {job_id}")
+                                              fields=job_run.fields, refund=refund),
+                      f"recording the failure of job {job_id}")
         return
     job_run.metadata["timings"] = job_run.timings
+    job_run.fields["gpu_seconds"] = job_run.timings.get("generate")
     # One line per run that got to the end: a job rendered twice shows up twice (tests/faults.py counts them).
     log.info("job %s rendered: %d file(s) stored in %.1f s", job_id, len(stored), sum(job_run.timings.values()))
     with_database(lambda: job_completed.send(sender=pool, job=job, outputs=stored, metadata=job_run.metadata,

@@ -1,0 +1,69 @@
+"""Per-user limits, by scheduling tier: jobs waiting or running at once, submissions per minute, reference
+uploads per day and the bytes of references kept. Each is a setting ("standard,priority" or one number for
+both); a limit reached is a QuotaExceeded that the API answers with 429 and Retry-After."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Min, Sum
+from django.utils import timezone
+
+from .models import Job, JobStatus, ReferenceImage, tier_of
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
+
+
+class QuotaExceeded(Exception):
+    """A limit reached: `message` names it, `retry_after` says when to try again (seconds)."""
+
+    def __init__(self, code, message, retry_after):
+        self.code, self.retry_after = code, max(1, int(retry_after))
+        super().__init__(message)
+
+
+def _per_tier(values, tier):
+    return values[min(tier, len(values) - 1)]
+
+
+def limits(user, tier=None):
+    """The limits that apply to `user` (at `tier`, default theirs)."""
+    tier = tier_of(user) if tier is None else tier
+    return {
+        "active_jobs": _per_tier(settings.QUOTA_ACTIVE_JOBS, tier),
+        "submissions_per_minute": _per_tier(settings.QUOTA_SUBMISSIONS_PER_MINUTE, tier),
+        "references_per_day": _per_tier(settings.QUOTA_REFERENCES_PER_DAY, tier),
+        "reference_bytes": _per_tier(settings.QUOTA_REFERENCE_BYTES, tier),
+    }
+
+
+def check_active(user, tier):
+    """Raise QuotaExceeded when `user` has as many jobs waiting or running as their tier allows. Called under
+    their account's lock, so concurrent submissions cannot pass it together."""
+    limit = _per_tier(settings.QUOTA_ACTIVE_JOBS, tier)
+    active = Job.objects.filter(user=user, status__in=ACTIVE)
+    if active.count() < limit:
+        return
+    # Try again when the quickest of them could be done.
+    soonest = active.aggregate(soonest=Min("expected_seconds"))["soonest"] or 30
+    raise QuotaExceeded("active_jobs", f"You have {limit} jobs waiting or running, the most allowed at once; "
+                                       "submit more when some have finished.", soonest)
+
+
+def check_reference_upload(user, size):
+    """Raise QuotaExceeded when an upload of `size` bytes would pass `user`'s daily count or stored bytes."""
+    quota = limits(user)
+    now = timezone.now()
+    today = ReferenceImage.objects.filter(user=user, created_at__gte=now - timedelta(days=1))
+    if today.count() >= quota["references_per_day"]:
+        oldest = today.order_by("created_at").values_list("created_at", flat=True).first()
+        wait = (oldest + timedelta(days=1) - now).total_seconds()
+        raise QuotaExceeded("references_per_day", f"You uploaded {quota['references_per_day']} references in "
+                                                  "the last 24 hours, the most allowed.", wait)
+    stored = ReferenceImage.objects.filter(user=user).aggregate(total=Sum("size_bytes"))["total"] or 0
+    if stored + size > quota["reference_bytes"]:
+        raise QuotaExceeded("reference_bytes", f"Your references would take {_mib(stored + size)}, more than "
+                                               f"your {_mib(quota['reference_bytes'])}; delete some first.", 3600)
+
+
+def _mib(size):
+    return f"{size / 2**20:.1f} MiB"
