@@ -254,3 +254,21 @@ class CreditEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = CreditEntry
         fields = ["id", "created_at", "kind", "amount", "balance", "price", "reason", "job", "job_type"]
+
+
+class InsufficientCreditsSerializer(serializers.Serializer):
+    """402: the job costs more credits than the user has; nothing was created."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="insufficient_credits")
+    balance = serializers.IntegerField()
+    price = serializers.IntegerField()
+
+
+class QuotaExceededSerializer(serializers.Serializer):
+    """429: a limit reached (the Retry-After header says when to try again); nothing was created."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="active_jobs, submissions_per_minute, references_per_day or "
+                                           "reference_bytes")
+    retry_after = serializers.IntegerField(help_text="Seconds, as in the Retry-After header.")

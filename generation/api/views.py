@@ -14,9 +14,11 @@ from .serializers import (
     AccountSerializer,
     CreditEntrySerializer,
     ImageSerializer,
+    InsufficientCreditsSerializer,
     JobRequestSerializer,
     JobSerializer,
     QueueSerializer,
+    QuotaExceededSerializer,
     QuoteSerializer,
     ReferenceImageSerializer,
     VideoSerializer,
@@ -39,7 +41,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self):
         return Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
 
-    @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer, 200: JobSerializer},
+    @extend_schema(request=JobRequestSerializer,
+                   responses={201: JobSerializer, 200: JobSerializer, 402: InsufficientCreditsSerializer,
+                              429: QuotaExceededSerializer},
                    parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)])
     def create(self, request):
         """Queue a generation job. The same Idempotency-Key returns the first job instead of a second."""
@@ -113,6 +117,7 @@ class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixi
     def get_queryset(self):
         return ReferenceImage.objects.filter(user=self.request.user)
 
+    @extend_schema(responses={201: ReferenceImageSerializer, 429: QuotaExceededSerializer})
     def create(self, request):
         """Upload a reference image (PNG, JPEG or WebP, size-limited) as multipart field `file`."""
         serializer = self.get_serializer(data=request.data)
