@@ -173,6 +173,14 @@ OURVIDZ_SIGNUP = env.bool("OURVIDZ_SIGNUP", False)
 # Where the dashboard links operators to Flower.
 FLOWER_URL = env.str("FLOWER_URL", "http://127.0.0.1:5555/")
 
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Counts every web process shares (generation.api.throttles); short timeouts: Redis being down must not
+    # hold a request.
+    "throttles": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                  "KEY_PREFIX": "ourvidz", "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}},
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

@@ -235,3 +235,28 @@ def test_the_schema_documents_402_and_429(alice_api):
     assert {"201", "402", "429"} <= set(answers)
     assert "/api/jobs/quote/" in schema["paths"] and "/api/account/" in schema["paths"]
     assert "429" in schema["paths"]["/api/references/"]["post"]["responses"]
+
+
+def test_submissions_per_minute_are_throttled_per_user_and_tier(alice, alice_api, bob_api, settings):
+    settings.QUOTA_SUBMISSIONS_PER_MINUTE = [3, 6]
+    assert [submit(alice_api).status_code for _ in range(3)] == [201] * 3
+    refused = submit(alice_api)
+    assert refused.status_code == 429 and 1 <= int(refused["Retry-After"]) <= 60
+    assert refused.json()["code"] == "submissions_per_minute"
+    assert refused.json()["detail"].startswith("You submitted 3 jobs in the last minute, the most allowed")
+    assert Job.objects.filter(user=alice).count() == 3
+    assert submit(bob_api).status_code == 201
+    assert alice_api.post("/api/jobs/quote/", JOB, format="json").status_code == 200  # a quote is no submission
+    Account.objects.filter(user=alice).update(tier=1)
+    assert submit(alice_api).status_code == 201
+
+
+def test_with_redis_down_submissions_are_not_throttled(alice_api, settings, monkeypatch):
+    from django.core.cache.backends.redis import RedisCache
+
+    from generation.api import throttles
+
+    settings.QUOTA_SUBMISSIONS_PER_MINUTE = [1]
+    closed = RedisCache("redis://127.0.0.1:9/0", {"OPTIONS": {"socket_connect_timeout": 1}})
+    monkeypatch.setattr(throttles.SubmissionThrottle, "cache", closed)
+    assert [submit(alice_api).status_code for _ in range(2)] == [201, 201]

@@ -7,9 +7,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import capabilities, credits, job_types, negative_prompts, queues, references, submission
+from .. import capabilities, credits, job_types, negative_prompts, queues, quotas, references, submission
 from ..models import CreditEntry, Image, Job, ReferenceImage, Video
-from . import filters
+from . import filters, throttles
 from .serializers import (
     AccountSerializer,
     CreditEntrySerializer,
@@ -37,6 +37,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "user": self.request.user}
+
+    def get_throttles(self):
+        return [throttles.SubmissionThrottle()] if self.action == "create" else []
+
+    def throttled(self, request, wait):
+        limit = quotas.limits(request.user)["submissions_per_minute"]
+        raise quotas.QuotaExceeded("submissions_per_minute", f"You submitted {limit} jobs in the last minute, "
+                                                             "the most allowed; try again in a moment.", wait or 1)
 
     def get_queryset(self):
         return Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
