@@ -1,7 +1,6 @@
 """The API's routes, mounted under /api/ by ourvidz.urls."""
 
 from django.urls import include, path
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -13,7 +12,7 @@ router.register("videos", views.VideoViewSet, basename="video")
 router.register("references", views.ReferenceImageViewSet, basename="reference")
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("job-types/", views.JobTypesView.as_view(), name="job-types"),
     path("queues/", views.QueuesView.as_view(), name="queues"),
     path("negative-prompt/", views.NegativePromptView.as_view(), name="negative-prompt"),

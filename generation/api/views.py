@@ -2,10 +2,13 @@
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from ourvidz.lockout import locked_out
 
 from .. import capabilities, credits, job_types, negative_prompts, queues, quotas, references, submission
 from ..models import CreditEntry, Image, Job, ReferenceImage, Video
@@ -188,3 +191,17 @@ class LedgerView(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def get_queryset(self):
         return CreditEntry.objects.filter(user=self.request.user)
+
+
+class TokenView(ObtainAuthToken):
+    """An API token for a username and password. Too many wrong passwords for an account, or from an address,
+    lock it for a while (django-axes): 429 with Retry-After, the right password included."""
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            # django-axes marks the request it refused; authenticate() then answers "no such user".
+            if getattr(request, "axes_locked_out", False):
+                return locked_out(request)
+            raise
