@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 SERVICES := $(BIN)/python -m ourvidz.services --
 
-.PHONY: install run test bench-core bench-scheduler bench-faults bench-sdxl bench-wan manage lint clean
+.PHONY: install run test bench-core bench-scheduler bench-faults bench-streams bench-sdxl bench-wan manage lint clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ bench-scheduler: install
 
 bench-faults: install
 	$(SERVICES) python tests/benchmarks/bench_faults.py $(ARGS)
+
+bench-streams: install
+	$(SERVICES) python tests/benchmarks/bench_streams.py $(ARGS)
 
 bench-sdxl: install
 	$(SERVICES) python tests/benchmarks/bench_sdxl.py $(ARGS)

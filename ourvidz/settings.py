@@ -290,6 +290,11 @@ JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", 3)
 # How long a worker waits for an unreachable database before putting the task back on its queue.
 DATABASE_WAIT_SECONDS = env.int("DATABASE_WAIT_SECONDS", 60)
 
+# Live job streams (the Workspace's server-sent events) per user, and per web process; past either, the page
+# polls. Each stream holds a server thread: the default leaves two of WEB_THREADS free for the API.
+EVENT_STREAMS_PER_USER = env.int("EVENT_STREAMS_PER_USER", 4)
+EVENT_STREAMS_PER_PROCESS = env.int("EVENT_STREAMS_PER_PROCESS", max(1, env.int("WEB_THREADS", 8) - 2))
+
 # --- Credits and quotas (generation.credits, generation.quotas) ------------------------------------
 
 # Submissions cost their job type's credits; 0 turns charging off (the ledger still records usage).

@@ -29,6 +29,7 @@ from rest_framework.test import APIClient
 
 from generation import brokers, job_types, negative_prompts, presence, storage
 from generation.api import throttles
+from generation.web import live
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDERS = [ROOT / "sdxl_tasks" / "devmodel.py", ROOT / "wan_tasks" / "devmodels.py",
@@ -79,11 +80,24 @@ def project_settings(media_root, sdxl_tokenizer, tmp_path_factory):
     overrides.enable()
     storage._storage.cache_clear()
     negative_prompts.load_tokenizer.cache_clear()
-    # Throttle counts are kept in Redis by user id, and each run's test database numbers users from 1 again.
-    throttles.SubmissionThrottle.cache.key_prefix = f"ourvidz-test-{uuid.uuid4().hex[:8]}"
+    # Throttle and stream counts are kept in Redis by user id, and each run's test database numbers users from 1
+    # again: each run counts under keys of its own.
+    run = f"ourvidz-test-{uuid.uuid4().hex[:8]}"
+    throttles.SubmissionThrottle.cache.key_prefix = run
+    live.STREAMS_KEY = f"{run}:streams:"
     yield
     overrides.disable()
     storage._storage.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_stream_slots(monkeypatch):
+    """Each test gets this process's live-stream slots afresh: a stream a test left unread keeps its slot."""
+    import threading
+
+    from django.conf import settings
+
+    monkeypatch.setattr(live, "_process_slots", threading.BoundedSemaphore(settings.EVENT_STREAMS_PER_PROCESS))
 
 
 @pytest.fixture(autouse=True)

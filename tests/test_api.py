@@ -398,6 +398,39 @@ def test_job_events_stream_the_users_jobs_as_they_change(alice_client, alice, bo
         submission.cancel(mine)  # publishes once committed
     change = json.loads(next(chunks).decode().split("data: ", 1)[1])
     assert change["id"] == str(mine.pk) and change["status"] == "cancelled"
+    finish(response)  # the stream ends: its slot is given back
     assert alice_client.get("/events/jobs").status_code == 200
     alice_client.logout()
     assert alice_client.get("/events/jobs").status_code == 302  # login required
+
+
+def finish(response):
+    """Read a stream to its end, as a browser does until the server ends it (the test client then closes the
+    response, as the server does)."""
+    for _ in response.streaming_content:
+        pass
+
+
+def test_live_streams_are_capped_per_user_and_per_process_and_the_page_polls_instead(alice_client, bob_client,
+                                                                                     settings, monkeypatch):
+    import threading
+
+    from generation.web import live
+
+    settings.EVENT_STREAMS_PER_USER = 2
+    monkeypatch.setattr(live, "EVENT_STREAM_SECONDS", 1)
+    monkeypatch.setattr(live, "_process_slots", threading.BoundedSemaphore(3))  # this process: three at most
+    held = [alice_client.get("/events/jobs") for _ in range(2)]
+    assert [r.status_code for r in held] == [200, 200]
+    refused = alice_client.get("/events/jobs")
+    assert refused.status_code == 429 and refused["Retry-After"] == "30"
+    assert refused.json()["detail"] == ("You have 2 live streams open already (other tabs or windows); this page "
+                                        "polls instead.")
+    finish(held.pop())  # a stream ended (the page opens the next one)
+    held.append(alice_client.get("/events/jobs"))
+    assert held[-1].status_code == 200
+    bob_stream = bob_client.get("/events/jobs")
+    assert bob_stream.status_code == 200
+    assert bob_client.get("/events/jobs").status_code == 429  # the process is full, whoever asks
+    for response in [*held, bob_stream]:
+        finish(response)
