@@ -260,3 +260,19 @@ def test_with_redis_down_submissions_are_not_throttled(alice_api, settings, monk
     closed = RedisCache("redis://127.0.0.1:9/0", {"OPTIONS": {"socket_connect_timeout": 1}})
     monkeypatch.setattr(throttles.SubmissionThrottle, "cache", closed)
     assert [submit(alice_api).status_code for _ in range(2)] == [201, 201]
+
+
+def test_the_account_page_shows_balance_limits_usage_and_the_ledger(alice, alice_client):
+    submission.submit(alice, JOB)
+    page = alice_client.get("/account/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'id="credits-balance">998 credits<' in html  # the top bar, on every page
+    assert "<strong>998</strong> credits" in html and "sdxl_image_high" in html
+    assert "Jobs waiting or running at once</th><td>50<" in html
+    assert "sign-up credits" in html and "-2" in html
+
+
+def test_the_workspace_knows_the_balance_and_whether_the_user_pays(alice, alice_client):
+    data = alice_client.get("/").context["data"]
+    assert data["account"] == {"credits": 1000, "charged": True} and data["urls"]["account"] == "/api/account/"

@@ -190,7 +190,7 @@ def test_embedded_job_types(alice_client, settings):
     assert sorted(data["type_keys"].values()) == sorted(job_types.JOB_TYPES)
     assert data["urls"] == {"jobs": "/api/jobs/", "events": "/events/jobs", "negative_prompt": "/api/negative-prompt/",
                             "references": "/api/references/", "images": "/api/images/",
-                            "library_detail": "/library/KIND/0/"}
+                            "library_detail": "/library/KIND/0/", "account": "/api/account/"}
 
 
 def test_recent_jobs_are_the_users_own(alice_client, alice, bob, sandbox, settings):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import accounts, dashboard, health, library, live, media, workspace
+from . import account, accounts, dashboard, health, library, live, media, workspace
 
 urlpatterns = [
     path("", workspace.workspace, name="workspace"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("library/<str:kind>/<int:pk>/delete/", library.delete, name="library-delete"),
     path("library/image/<int:pk>/reference/", library.use_as_reference, name="library-reference"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("account/", account.account, name="account-page"),
     path("events/jobs", live.job_events, name="job-events"),
     path("accounts/login/", auth_views.LoginView.as_view(
         redirect_authenticated_user=True, extra_context={"signup_enabled": lambda: settings.OURVIDZ_SIGNUP}),

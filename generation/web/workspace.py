@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.urls import reverse
 
-from .. import capabilities, job_types
+from .. import capabilities, credits, job_types
 from ..api.serializers import JobSerializer, ReferenceImageSerializer
 from ..models import Job, ReferenceImage, ReferenceType
 
@@ -111,7 +111,7 @@ def page_urls():
     return {
         "jobs": reverse("job-list"), "events": reverse("job-events"),
         "negative_prompt": reverse("negative-prompt"), "references": reverse("reference-list"),
-        "images": reverse("image-list"),
+        "images": reverse("image-list"), "account": reverse("account"),
         "library_detail": reverse("library-detail", args=["KIND", 0]),  # the script fills both in
     }
 
@@ -121,8 +121,10 @@ def workspace(request):
     """The main page after login."""
     form = prefill(request.GET, request.user)
     limits = {**job_types.limits(), "reference_max_bytes": settings.REFERENCE_MAX_BYTES}
+    account = credits.account(request.user)
     data = {"job_types": capabilities.job_type_rows(), "type_keys": type_keys(), "jobs": recent_jobs(request),
-            "urls": page_urls(), "limits": limits}
+            "urls": page_urls(), "limits": limits,
+            "account": {"credits": account.credits, "charged": not credits.exemption(request.user, account)}}
     return render(request, "workspace.html", {
         "section": "workspace", "form": form, "data": data, "limits": limits,
         "references": reference_choices(request, form["reference"]),

@@ -35,7 +35,13 @@ export function problem(status, body, action) {
       ? "Your session changed in another tab. Reload the page and try again."
       : "You have been logged out. Reload the page and log in again.";
   }
-  if (status === 429) return "Too many requests at once; wait a moment and try again.";
+  if (status === 402 && body && body.detail) {
+    return `${body.detail} Ask an administrator for more credits; your balance is on the Account page.`;
+  }
+  if (status === 429) {
+    // A quota names its limit; anything else is the server asking for a pause.
+    return body && body.detail ? String(body.detail) : "Too many requests at once; wait a moment and try again.";
+  }
   if (body && body.detail) return String(body.detail);
   return `Something went wrong on the server (error ${status}) while trying to ${action}. Please try again.`;
 }

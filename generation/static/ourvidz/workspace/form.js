@@ -90,8 +90,10 @@ export function createForm({ form, data, errors, onCreated }) {
     );
     box.dataset.jobType = type.name;
     box.dataset.seconds = String(total);
-    $("#submit-job").textContent = type.kind === "video" ? "Generate video"
-      : n > 1 ? `Generate ${n} images` : "Generate image";
+    const label = type.kind === "video" ? "Generate video" : n > 1 ? `Generate ${n} images` : "Generate image";
+    // The price, where this user pays one (the job-type table's credits, charged per job).
+    $("#submit-job").textContent = data.account.charged
+      ? `${label} · ${type.credits} credit${type.credits === 1 ? "" : "s"}` : label;
   }
 
   function syncSeed() {
@@ -206,6 +208,13 @@ export function createForm({ form, data, errors, onCreated }) {
 
   let submitting = false;
 
+  // The header's balance, after a submission charged it.
+  async function refreshBalance() {
+    const { status, data: account } = await api(data.urls.account);
+    const shown = $("#credits-balance");
+    if (status === 200 && shown) shown.textContent = `${account.credits} credit${account.credits === 1 ? "" : "s"}`;
+  }
+
   async function submit(event) {
     event.preventDefault();
     if (submitting) return;
@@ -228,6 +237,7 @@ export function createForm({ form, data, errors, onCreated }) {
     button.textContent = label;
     if (status === 201 || status === 200) {
       onCreated(job);
+      refreshBalance();
     } else if (status === 400) {
       errors.showErrors(job, { sent: body });
     } else {
