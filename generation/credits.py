@@ -21,7 +21,7 @@ class InsufficientCredits(Exception):
 
     def __init__(self, balance, price):
         self.balance, self.price = balance, price
-        super().__init__(f"This job costs {price} credits and you have {balance}.")
+        super().__init__(f"This job costs {price} credit{'s' * (price != 1)} and you have {balance}.")
 
 
 def exemption(user, account):

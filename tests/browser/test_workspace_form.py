@@ -80,13 +80,32 @@ def test_errors_show_next_to_their_fields(page, alice, log_in, screenshot, allow
     assert Job.objects.get(pk=job_id).seed == 42
 
 
+def test_no_credits_left_is_said_next_to_the_button_and_the_balance_follows(page, alice, log_in,
+                                                                           allow_console_errors):
+    from generation import credits
+
+    allow_console_errors(r"status of 402")
+    credits.grant(alice, -999, "test")  # one credit left: one sdxl_image_fast job
+    log_in(alice)
+    expect(page.locator("#credits-balance")).to_have_text("1 credit")
+    page.locator("textarea[name=prompt]").fill("a quiet harbour at dawn")
+    submit_job(page)
+    expect(page.locator("#credits-balance")).to_have_text("0 credits")
+    page.locator("button#submit-job").click()
+    expect(page.locator("#form-errors")).to_have_text(
+        "This job costs 1 credit and you have 0. Ask an administrator for more credits; your balance is on the "
+        "Account page.")
+    assert Job.objects.filter(user=alice).count() == 1
+
+
 def test_controls_follow_the_job_type(page, alice, log_in):
     log_in(alice)
     assert expected(page) == ("sdxl_image_fast", job_types.get("sdxl_image_fast").expected_total(1))
     choose(page, "num_images", "3")
     assert expected(page) == ("sdxl_image_fast", job_types.get("sdxl_image_fast").expected_total(3))
     expect(page.locator("#expected-time")).to_contain_text("About 12 s")
-    expect(page.locator("button#submit-job")).to_have_text("Generate 3 images")
+    price = job_types.get("sdxl_image_fast").credits
+    expect(page.locator("button#submit-job")).to_have_text(f"Generate 3 images · {price} credit{'s' * (price != 1)}")
     expect(page.locator("input[name=enhanced]")).to_be_disabled()  # enhancing is WAN's
 
     choose(page, "model", "wan")  # WAN makes one image per job
@@ -103,7 +122,8 @@ def test_controls_follow_the_job_type(page, alice, log_in):
     expect(page.locator("input[name=model][value=sdxl]")).to_be_disabled()
     choose(page, "quality", "high")
     assert expected(page) == ("video7b_high_enhanced", job_types.get("video7b_high_enhanced").expected_seconds)
-    expect(page.locator("button#submit-job")).to_have_text("Generate video")
+    price = job_types.get("video7b_high_enhanced").credits
+    expect(page.locator("button#submit-job")).to_have_text(f"Generate video · {price} credits")
 
 
 def test_negative_prompt_preview_is_what_submission_uses(page, alice, log_in):
