@@ -1,6 +1,6 @@
 """Per-user limits, by scheduling tier: jobs waiting or running at once, submissions per minute, reference
 uploads per day and the bytes of references kept. Each is a setting ("standard,priority" or one number for
-both); a limit reached is a QuotaExceeded that the API answers with 429 and Retry-After."""
+both; 0: no limit); a limit reached is a QuotaExceeded that the API answers with 429 and Retry-After."""
 
 from datetime import timedelta
 
@@ -25,23 +25,29 @@ def _per_tier(values, tier):
     return values[min(tier, len(values) - 1)]
 
 
+def limit(name, user):
+    """`user`'s limit `name` (a key of `limits`), reading their tier only when the tiers' limits differ."""
+    values = getattr(settings, SETTINGS[name])
+    return values[0] if len(set(values)) == 1 else _per_tier(values, tier_of(user))
+
+
+SETTINGS = {"active_jobs": "QUOTA_ACTIVE_JOBS", "submissions_per_minute": "QUOTA_SUBMISSIONS_PER_MINUTE",
+            "references_per_day": "QUOTA_REFERENCES_PER_DAY", "reference_bytes": "QUOTA_REFERENCE_BYTES"}
+
+
 def limits(user, tier=None):
     """The limits that apply to `user` (at `tier`, default theirs)."""
     tier = tier_of(user) if tier is None else tier
-    return {
-        "active_jobs": _per_tier(settings.QUOTA_ACTIVE_JOBS, tier),
-        "submissions_per_minute": _per_tier(settings.QUOTA_SUBMISSIONS_PER_MINUTE, tier),
-        "references_per_day": _per_tier(settings.QUOTA_REFERENCES_PER_DAY, tier),
-        "reference_bytes": _per_tier(settings.QUOTA_REFERENCE_BYTES, tier),
-    }
+    return {name: _per_tier(getattr(settings, setting), tier) for name, setting in SETTINGS.items()}
 
 
 def check_active(user, tier):
-    """Raise QuotaExceeded when `user` has as many jobs waiting or running as their tier allows. Called under
-    their account's lock, so concurrent submissions cannot pass it together."""
+    """Raise QuotaExceeded when `user` has as many jobs waiting or running as their tier allows."""
     limit = _per_tier(settings.QUOTA_ACTIVE_JOBS, tier)
+    if not limit:
+        return
     active = Job.objects.filter(user=user, status__in=ACTIVE)
-    if active.count() < limit:
+    if active[:limit].count() < limit:  # counts no further than the limit
         return
     # Try again when the quickest of them could be done.
     soonest = active.aggregate(soonest=Min("expected_seconds"))["soonest"] or 30
@@ -54,13 +60,13 @@ def check_reference_upload(user, size):
     quota = limits(user)
     now = timezone.now()
     today = ReferenceImage.objects.filter(user=user, created_at__gte=now - timedelta(days=1))
-    if today.count() >= quota["references_per_day"]:
+    if quota["references_per_day"] and today.count() >= quota["references_per_day"]:
         oldest = today.order_by("created_at").values_list("created_at", flat=True).first()
         wait = (oldest + timedelta(days=1) - now).total_seconds()
         raise QuotaExceeded("references_per_day", f"You uploaded {quota['references_per_day']} references in "
                                                   "the last 24 hours, the most allowed.", wait)
     stored = ReferenceImage.objects.filter(user=user).aggregate(total=Sum("size_bytes"))["total"] or 0
-    if stored + size > quota["reference_bytes"]:
+    if quota["reference_bytes"] and stored + size > quota["reference_bytes"]:
         raise QuotaExceeded("reference_bytes", f"Your references would take {_mib(stored + size)}, more than "
                                                f"your {_mib(quota['reference_bytes'])}; delete some first.", 3600)
 

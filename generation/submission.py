@@ -46,16 +46,14 @@ def submit(user, validated, idempotency_key=None):
 
 
 def _record(job):
-    """Insert `job` and charge it, with its user's account locked (one user's submissions are counted
-    and charged one at a time): nothing is written when a quota or the credits refuse it (QuotaExceeded,
-    credits.InsufficientCredits)."""
+    """Insert `job` and charge it in one transaction: nothing is written when a quota or the credits refuse
+    it (QuotaExceeded, credits.InsufficientCredits). The balance is exact under any concurrency; the
+    count of jobs waiting or running is read before, so racing submissions of one user may pass it together
+    (by at most as many as race)."""
+    quotas.check_active(job.user, job.tier)
     with transaction.atomic():
-        locked = credits.locked_account(job.user)
-        quotas.check_active(job.user, job.tier)
-        if not credits.exemption(job.user, locked) and locked.credits < job.credits:
-            raise credits.InsufficientCredits(locked.credits, job.credits)  # before writing anything
         job.save(force_insert=True)
-        credits.charge(locked, job)
+        credits.charge(job)
 
 
 def quote(user, validated):

@@ -301,7 +301,7 @@ EVENT_STREAMS_PER_PROCESS = env.int("EVENT_STREAMS_PER_PROCESS", max(1, env.int(
 OURVIDZ_CREDITS = env.bool("OURVIDZ_CREDITS", True)
 # Credits every new user starts with, however created.
 OURVIDZ_SIGNUP_CREDITS = env.int("OURVIDZ_SIGNUP_CREDITS", 1000)
-# Per tier: "standard,priority" (one number: both). Jobs waiting or running at once per user.
+# Per tier: "standard,priority" (one number: both; 0: no limit). Jobs waiting or running at once per user.
 QUOTA_ACTIVE_JOBS = env.list("QUOTA_ACTIVE_JOBS", cast=int, default=[50, 200])
 # Submissions (new jobs and retries) per user per minute.
 QUOTA_SUBMISSIONS_PER_MINUTE = env.list("QUOTA_SUBMISSIONS_PER_MINUTE", cast=int, default=[60, 240])

@@ -45,7 +45,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return [throttles.SubmissionThrottle()] if self.action == "create" else []
 
     def throttled(self, request, wait):
-        limit = quotas.limits(request.user)["submissions_per_minute"]
+        limit = quotas.limit("submissions_per_minute", request.user)
         raise quotas.QuotaExceeded("submissions_per_minute", f"You submitted {limit} jobs in the last minute, "
                                                              "the most allowed; try again in a moment.", wait or 1)
 

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[2]
 
 
-NO_LIMITS = {"OURVIDZ_SIGNUP_CREDITS": "100000000", "QUOTA_ACTIVE_JOBS": "100000000",
-             "QUOTA_SUBMISSIONS_PER_MINUTE": "100000000"}
+NO_LIMITS = {"OURVIDZ_SIGNUP_CREDITS": "100000000", "QUOTA_ACTIVE_JOBS": "0", "QUOTA_SUBMISSIONS_PER_MINUTE": "0"}
 
 
 def scratch_env(bench_db, redis_db=15):
