@@ -9,7 +9,8 @@ asserts nothing about speed.
 
 1. Added latency: jobs submitted one after another over HTTP; for each, the time from POST to
    "completed" visible in the API, minus the worker's own generation time. Goal: p50 <= 50 ms.
-2. Throughput: with the workers stopped, 8 client processes POST 2,000 jobs; jobs per second,
+2. Throughput: with the workers stopped, 8 client processes POST 2,000 jobs (as one user, or as --users
+   users); jobs per second,
    then the database must hold exactly 2,000, all waiting there, and the broker none (with no
    worker online the scheduler releases nothing). Goal here: >= 200 jobs/s.
 """
@@ -67,17 +68,20 @@ def _client(args):
     return ids
 
 
-def throughput(env, token, total, clients, log):
+def throughput(env, tokens, total, clients, log):
     import psycopg2
     import redis
 
     procs = Procs(["web"], env, log)  # no workers: everything waits in the database, nothing is released
     try:
-        common.wait_http(PORT, token).close()
+        common.wait_http(PORT, tokens[0]).close()
         manager = multiprocessing.Manager()
         barrier = manager.Barrier(clients + 1)
         with multiprocessing.Pool(clients) as pool:
-            result = pool.map_async(_client, [(token, total // clients, barrier)] * clients)
+            # Client i submits as user i mod len(tokens): one user's submissions are charged one after another
+            # (each holds that user's balance row until its commit), different users' side by side.
+            result = pool.map_async(_client, [(tokens[i % len(tokens)], total // clients, barrier)
+                                              for i in range(clients)])
             barrier.wait()
             start = time.perf_counter()
             ids = [i for chunk in result.get() for i in chunk]
@@ -105,6 +109,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=50, help="latency jobs (default 50)")
     parser.add_argument("--submit", type=int, default=2000, help="throughput jobs (default 2000)")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--users", type=int, default=1, help="users the throughput clients submit as (default 1)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
@@ -123,10 +128,11 @@ def main():
                   f"max {max(ms):7.1f} ms   (goal: p50 <= 50 ms)")
             print(f"  end-to-end p50 {1000 * statistics.median(totals):7.1f} ms")
         if not args.skip_throughput:
-            token, = common.reset_stack(env, BENCH_DB, ["bench"])
-            sent, unique, elapsed, rows, distinct, waiting, in_broker = throughput(env, token, args.submit,
+            tokens = common.reset_stack(env, BENCH_DB, [f"bench{i}" for i in range(args.users)])
+            sent, unique, elapsed, rows, distinct, waiting, in_broker = throughput(env, tokens, args.submit,
                                                                                   args.clients, log)
-            print(f"\nSubmission throughput: {args.clients} clients, {sent} jobs, workers stopped")
+            print(f"\nSubmission throughput: {args.clients} clients as {args.users} user(s), {sent} jobs, "
+                  "workers stopped")
             print(f"  {sent / elapsed:7.1f} jobs/s accepted in {elapsed:.2f} s   (goal: >= 200 jobs/s)")
             ok = rows == distinct == waiting == unique == args.submit and in_broker == 0
             print(f"  database rows {rows} (distinct {distinct}), waiting unreleased {waiting}, tasks in the broker "
