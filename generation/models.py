@@ -195,9 +195,6 @@ class Job(models.Model):
                          condition=models.Q(status="queued", released_at__isnull=False)),
             models.Index(fields=["queue", "user", "released_at"], name="job_served"),
             models.Index(fields=["user", "-created_at"], name="job_user_created"),
-            # A user's jobs waiting or running, counted against their quota at each submission.
-            models.Index(fields=["user"], name="job_user_active",
-                         condition=models.Q(status__in=["queued", "processing"])),
         ]
 
     def __str__(self):

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import Min, Sum
 from django.utils import timezone
 
+from . import job_types
 from .models import Job, JobStatus, ReferenceImage, tier_of
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
@@ -46,7 +47,9 @@ def check_active(user, tier):
     limit = _per_tier(settings.QUOTA_ACTIVE_JOBS, tier)
     if not limit:
         return
-    active = Job.objects.filter(user=user, status__in=ACTIVE)
+    # By queue too: the scheduler's partial index of active jobs (queue, user, ...) then serves the count.
+    queues = [pool.queue for pool in job_types.POOLS.values()]
+    active = Job.objects.filter(queue__in=queues, user=user, status__in=ACTIVE)
     if active[:limit].count() < limit:  # counts no further than the limit
         return
     # Try again when the quickest of them could be done.

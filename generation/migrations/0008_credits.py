@@ -63,10 +63,6 @@ class Migration(migrations.Migration):
             name='gpu_seconds',
             field=models.FloatField(blank=True, null=True),
         ),
-        migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('status__in', ['queued', 'processing'])), fields=['user'], name='job_user_active'),
-        ),
         migrations.AddConstraint(
             model_name='account',
             constraint=models.CheckConstraint(condition=models.Q(('credits__gte', 0)), name='credits_never_negative'),
