@@ -1,7 +1,6 @@
 """The Library pages: a user's own images and videos, filters, pagination, detail, delete."""
 
 import re
-import time
 from datetime import datetime, timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
@@ -207,11 +206,9 @@ def test_thousands_of_assets_render_with_few_queries(alice_client, alice, bob, d
     alice_client.get("/library/")  # warm (templates, URL resolver)
     for params in [{}, {"page": 40}, {"kind": "video", "page": 3}, {"quality": "high", "q": "sunrise"},
                    {"from": (start + timedelta(days=100)).date().isoformat(), "page": 5}]:
-        began = time.perf_counter()
+        # However many assets, a page costs the same few queries (its speed is a benchmark's business).
         with django_assert_max_num_queries(6):  # session, user, count, the page's rows, their job types, the balance
             response = alice_client.get("/library/", params)
-        elapsed = time.perf_counter() - began
-        assert elapsed < 1.5, f"{params}: {elapsed:.2f} s"
         assert len(tiles(response)) == 48 or params.get("q")
     assert tiles(alice_client.get("/library/", {"page": 40}))[0] == key(newest[39 * 48])
     assert "3000 items" in alice_client.get("/library/").content.decode()

@@ -226,17 +226,16 @@ def test_stopping_sends_sigterm_to_main_processes_only_and_waits_for_their_jobs(
     supervisor.wait_for(lambda: events.exists() and "job started" in events.read_text(), "the job to start")
     [worker] = supervisor.pids("worker")
     [pool_child] = children(worker)
-    stopped_at = time.monotonic()
     if how == "SIGTERM":
         os.kill(supervisor.process.pid, signal.SIGTERM)
     else:
         os.killpg(supervisor.process.pid, signal.SIGINT)  # Ctrl-C: to the terminal's foreground group
     assert supervisor.process.wait(20) == 0
-    took = time.monotonic() - stopped_at
 
+    # The main process waited for its child's job, and exited by itself within the grace period.
     assert events.read_text().splitlines() == ["job started", "main got SIGTERM", "job finished", "main exits"]
-    assert 1.5 < took < 10  # it waited for the job (2.5 s from its start), not for the grace period
     output = supervisor.output()
+    assert "killing it" not in output
     assert f"{'SIGINT' if how == 'Ctrl-C' else 'SIGTERM'} received" in output
     assert "worker stopped (status 0)" in output and "web stopped (killed by SIGTERM)" in output
     assert not alive(worker) and not alive(pool_child)
@@ -249,10 +248,8 @@ def test_what_outlives_the_grace_period_is_killed(tmp_path, supervisors):
     supervisor.wait_for(lambda: events.exists() and "job started" in events.read_text(), "the job to start")
     [worker] = supervisor.pids("worker")
     [pool_child] = children(worker)
-    stopped_at = time.monotonic()
     os.kill(supervisor.process.pid, signal.SIGTERM)
     assert supervisor.process.wait(20) == 0
-    assert 1 <= time.monotonic() - stopped_at < 5
     assert events.read_text().splitlines() == ["job started", "main ignores it"]
     assert "worker: still running after 1 s: killing it" in supervisor.output()
     assert "worker stopped (killed by SIGKILL)" in supervisor.output()
