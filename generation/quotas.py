@@ -42,14 +42,15 @@ def limits(user, tier=None):
 
 
 def check_active(user, tier):
-    """Raise QuotaExceeded when `user` has as many jobs waiting or running as their tier allows."""
+    """Raise QuotaExceeded when `user` has more jobs waiting or running than their tier allows, the one just
+    recorded (in the caller's transaction) included."""
     most = _per_tier(settings.QUOTA_ACTIVE_JOBS, tier)
     if not most:
         return
     # By queue too: the scheduler's partial index of active jobs (queue, user, ...) then serves the count.
     queues = [pool.queue for pool in job_types.POOLS.values()]
     active = Job.objects.filter(queue__in=queues, user=user, status__in=ACTIVE)
-    if active[:most].count() < most:  # counts no further than the limit
+    if active[:most + 1].count() <= most:  # counts no further than one past the limit
         return
     # Try again when the quickest of them could be done.
     soonest = active.aggregate(soonest=Min("expected_seconds"))["soonest"] or 30

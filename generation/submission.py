@@ -46,14 +46,14 @@ def submit(user, validated, idempotency_key=None):
 
 
 def _record(job):
-    """Insert `job` and charge it in one transaction: nothing is written when a quota or the credits refuse
-    it (QuotaExceeded, credits.InsufficientCredits). The balance is exact under any concurrency; the
-    count of jobs waiting or running is read before, so racing submissions of one user may pass it together
-    (by at most as many as race)."""
-    quotas.check_active(job.user, job.tier)
+    """Insert `job` and charge it in one transaction: nothing is written when the credits or a quota refuse
+    it (credits.InsufficientCredits, QuotaExceeded). Both hold under any concurrency: the charge locks the
+    user's account row until the commit, so one user's submissions pass it one at a time, and the count of
+    their jobs waiting or running, read after it, sees every job recorded before."""
     with transaction.atomic():
         job.save(force_insert=True)
         credits.charge(job)
+        quotas.check_active(job.user, job.tier)
 
 
 def quote(user, validated):
@@ -66,12 +66,12 @@ def quote(user, validated):
     refused = ""
     if not exempt and account.credits < job.credits:
         refused = str(credits.InsufficientCredits(account.credits, job.credits))
-    try:
-        quotas.check_active(user, job.tier)
-    except quotas.QuotaExceeded as exc:
-        refused = refused or str(exc)
     with transaction.atomic():
         job.save(force_insert=True)
+        try:
+            quotas.check_active(user, job.tier)
+        except quotas.QuotaExceeded as exc:
+            refused = refused or str(exc)
         outlook = scheduler.outlooks([job])[job.pk]
         transaction.set_rollback(True)
     return {"job_type": job.job_type, "price": job.credits, "charged": not exempt, "balance": account.credits,

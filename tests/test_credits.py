@@ -93,28 +93,40 @@ def test_without_enough_credits_the_answer_is_402_and_nothing_is_written(alice, 
     assert submit(alice_api, job_type="sdxl_image_fast").status_code == 201  # 1 credit: affordable
 
 
-@pytest.mark.django_db(transaction=True)
-def test_racing_submissions_never_overdraw(alice):
-    set_balance(alice, 7)  # three 2-credit jobs, and one credit left
+def race(user, clients=8):
+    """The status codes of `clients` submissions by `user` let go at the same instant."""
     answers = []
-    start = threading.Barrier(8)
+    start = threading.Barrier(clients)
 
     def client():
         api = APIClient()
-        api.force_authenticate(alice)
+        api.force_authenticate(user)
         start.wait()
         try:
             answers.append(submit(api).status_code)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(answers) == [201] * 3 + [402] * 5
+    return sorted(answers)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_submissions_never_overdraw(alice):
+    set_balance(alice, 7)  # three 2-credit jobs, and one credit left
+    assert race(alice) == [201] * 3 + [402] * 5
     assert balance(alice) == 1 and Job.objects.filter(user=alice).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_submissions_never_pass_the_active_jobs_limit(alice, settings):
+    settings.QUOTA_ACTIVE_JOBS = [3]
+    assert race(alice) == [201] * 3 + [429] * 5
+    assert Job.objects.filter(user=alice).count() == 3 and balance(alice) == 1000 - 3 * 2
 
 
 def test_staff_unlimited_users_and_an_installation_without_credits_are_not_charged(alice, bob, settings):
