@@ -110,14 +110,18 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last: it answers for a login refused by a lockout
 ]
 
-# django-axes: wrong passwords for one account, or from one address, lock logins (the pages, the admin and
-# the API's token endpoint) for a while; staff unlock in the admin (Axes → Access attempts) or with
-# `manage.py axes_reset_username NAME`.
+# django-axes: wrong passwords for one account, or from one address, slow its logins down (the pages, the admin
+# and the API's token endpoint), then lock them for a while; staff unlock in the admin (Axes → Access attempts)
+# or with `manage.py axes_reset_username NAME`.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "ourvidz.lockout.SlowingHandler"
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", 15))
+LOGIN_SLOWDOWN_SECONDS = env.float("LOGIN_SLOWDOWN_SECONDS", 1.0)  # after failure k, 2^(k-1) times this
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+# A try refused by the slow-down or the lockout is not one more failure: it does not lengthen either.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "ourvidz.lockout.locked_out"
 
 ROOT_URLCONF = "ourvidz.urls"

@@ -1,7 +1,9 @@
 """The JSON API (DRF). Thin: the serializers validate, plain functions of the domain act."""
 
+from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -194,14 +196,20 @@ class LedgerView(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 
 class TokenView(ObtainAuthToken):
-    """An API token for a username and password. Too many wrong passwords for an account, or from an address,
-    lock it for a while (django-axes): 429 with Retry-After, the right password included."""
+    """An API token for a username and password. Wrong passwords for an account, or from an address, slow it
+    down and then lock it for a while (django-axes, ourvidz.lockout): 429 with Retry-After, whatever the password."""
 
     def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
         try:
-            return super().post(request, *args, **kwargs)
+            serializer.is_valid(raise_exception=True)
         except ValidationError:
             # django-axes marks the request it refused; authenticate() then answers "no such user".
             if getattr(request, "axes_locked_out", False):
                 return locked_out(request)
             raise
+        user = serializer.validated_data["user"]
+        # A password login like the pages': it starts the wrong-password count over and sets last_login.
+        user_logged_in.send(sender=type(user), request=request, user=user)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
