@@ -10,7 +10,7 @@ asserts nothing about speed.
 1. Added latency: jobs submitted one after another over HTTP; for each, the time from POST to
    "completed" visible in the API, minus the worker's own generation time. Goal: p50 <= 50 ms.
 2. Throughput: with the workers stopped, 8 client processes POST 2,000 jobs (as one user, or as --users
-   users); jobs per second,
+   users); jobs per second, and the web processes' CPU per job (steadier than throughput on a shared VM);
    then the database must hold exactly 2,000, all waiting there, and the broker none (with no
    worker online the scheduler releases nothing). Goal here: >= 200 jobs/s.
 """
@@ -82,10 +82,12 @@ def throughput(env, tokens, total, clients, log):
             # (each holds that user's balance row until its commit), different users' side by side.
             result = pool.map_async(_client, [(tokens[i % len(tokens)], total // clients, barrier)
                                               for i in range(clients)])
+            cpu = procs.cpu_seconds()
             barrier.wait()
             start = time.perf_counter()
             ids = [i for chunk in result.get() for i in chunk]
             elapsed = time.perf_counter() - start
+            cpu = procs.cpu_seconds() - cpu
     finally:
         procs.stop()
     conn = psycopg2.connect(env["DATABASE_URL"])
@@ -96,7 +98,7 @@ def throughput(env, tokens, total, clients, log):
     conn.close()
     broker = redis.Redis.from_url(env["REDIS_URL"])
     in_broker = broker.llen("sdxl_queue") + broker.llen("wan_queue")
-    return len(ids), len(set(ids)), elapsed, rows, distinct, waiting, in_broker
+    return len(ids), len(set(ids)), elapsed, cpu, rows, distinct, waiting, in_broker
 
 
 def percentile(values, q):
@@ -129,11 +131,12 @@ def main():
             print(f"  end-to-end p50 {1000 * statistics.median(totals):7.1f} ms")
         if not args.skip_throughput:
             tokens = common.reset_stack(env, BENCH_DB, [f"bench{i}" for i in range(args.users)])
-            sent, unique, elapsed, rows, distinct, waiting, in_broker = throughput(env, tokens, args.submit,
-                                                                                  args.clients, log)
+            sent, unique, elapsed, cpu, rows, distinct, waiting, in_broker = throughput(env, tokens, args.submit,
+                                                                                       args.clients, log)
             print(f"\nSubmission throughput: {args.clients} clients as {args.users} user(s), {sent} jobs, "
                   "workers stopped")
             print(f"  {sent / elapsed:7.1f} jobs/s accepted in {elapsed:.2f} s   (goal: >= 200 jobs/s)")
+            print(f"  web processes' CPU per job {1000 * cpu / sent:.2f} ms (user + system, all gunicorn processes)")
             ok = rows == distinct == waiting == unique == args.submit and in_broker == 0
             print(f"  database rows {rows} (distinct {distinct}), waiting unreleased {waiting}, tasks in the broker "
                   f"{in_broker}, distinct ids returned {unique}: {'OK' if ok else 'MISMATCH'}")

@@ -97,6 +97,21 @@ class Procs:
         os.killpg(self.process.pid, signal.SIGINT)
         self.process.wait(60)
 
+    def cpu_seconds(self):
+        """CPU seconds (user and system) the processes still running have used: a cost that does not vary with
+        how busy the rest of the machine is, as throughput does."""
+        import psutil
+
+        supervisor = psutil.Process(self.process.pid)
+        total = 0.0
+        for proc in [supervisor, *supervisor.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
 
 def request(conn, method, path, token, body=None):
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
