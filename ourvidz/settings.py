@@ -81,6 +81,21 @@ DEBUG = env.bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
+# Secure transport: on by default when the site is served over https (DEBUG off and every trusted origin
+# https://), as deploy/ourvidz.env.example sets it up; `manage.py check --deploy` is then clean.
+HTTPS = env.bool("DJANGO_HTTPS", not DEBUG and bool(CSRF_TRUSTED_ORIGINS)
+                 and all(origin.startswith("https://") for origin in CSRF_TRUSTED_ORIGINS))
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain http
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", HTTPS)  # the directive only; joining the list is a choice
+# Behind a proxy that terminates TLS: the header it sets to "https" (e.g. X-Forwarded-Proto), which it must also
+# strip from what clients send (deploy/nginx.conf does).
+_ssl_header = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = ("HTTP_" + _ssl_header.upper().replace("-", "_"), "https") if _ssl_header else None
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -98,7 +113,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ourvidz.middleware.RequestSizeLimitMiddleware",  # first: nothing may read an oversized body
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -180,6 +197,7 @@ STATIC_URL = "static/"
 # only to collect them for another web server.
 STATIC_ROOT = env.str("STATIC_ROOT", None)
 WHITENOISE_USE_FINDERS = True
+WHITENOISE_ROOT = BASE_DIR / "generation" / "web" / "root"  # served at the site's root: /favicon.ico
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "/accounts/login/"
@@ -204,6 +222,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "generation.api.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -314,6 +334,8 @@ QUOTA_REFERENCES_PER_DAY = env.list("QUOTA_REFERENCES_PER_DAY", cast=int, defaul
 QUOTA_REFERENCE_BYTES = env.list("QUOTA_REFERENCE_BYTES", cast=int, default=[1024**3, 10 * 1024**3])
 
 REFERENCE_MAX_BYTES = env.int("REFERENCE_MAX_BYTES", 10 * 1024 * 1024)
+# A larger request body is refused (413) before it is read: a reference image and its form fields fit.
+REQUEST_MAX_BYTES = REFERENCE_MAX_BYTES + 1024 * 1024
 REFERENCE_MAX_PIXELS = env.int("REFERENCE_MAX_PIXELS", 4096 * 4096)
 
 # --- Storage --------------------------------------------------------------------------------------
@@ -329,6 +351,26 @@ MINIO_REGION = env.str("MINIO_REGION", "us-east-1")
 MINIO_BUCKET_PREFIX = env.str("MINIO_BUCKET_PREFIX", "")
 # Host:port browsers use for presigned URLs, when it differs from MINIO_ENDPOINT.
 MINIO_PUBLIC_ENDPOINT = env.str("MINIO_PUBLIC_ENDPOINT", "")
+
+# Content-Security-Policy (django-csp): the pages run only their own scripts and styles (page data travels in
+# json_script blocks, never inline code); images and videos come from this site or, with MinIO, its public
+# endpoint.
+_media_origins = ([f"{'https' if MINIO_SECURE else 'http'}://{MINIO_PUBLIC_ENDPOINT or MINIO_ENDPOINT}"]
+                  if STORAGE_BACKEND == "minio" else [])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", *_media_origins],
+        "media-src": ["'self'", *_media_origins],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Celery ---------------------------------------------------------------------------------------
 

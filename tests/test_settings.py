@@ -6,6 +6,7 @@ Settings only parse DATABASE_URL and REDIS_URL, so neither server is needed.
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 
@@ -170,3 +171,45 @@ def test_secret_key_is_kept_in_data_dir(tmp_path):
     assert len(first["SECRET_KEY"]) >= 50
     assert read("SECRET_KEY", **unset) == {"SECRET_KEY": first["SECRET_KEY"]}
     assert read("SECRET_KEY", **{**unset, "DJANGO_SECRET_KEY": "$given"}) == {"SECRET_KEY": "$given"}
+
+
+HTTPS_SETTINGS = ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS",
+                  "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER")
+
+
+def test_secure_transport_is_on_when_the_site_is_served_over_https():
+    on = read(*HTTPS_SETTINGS, DJANGO_CSRF_TRUSTED_ORIGINS="https://vidz.example.com",
+              DJANGO_SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto")
+    assert on == {"SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True, "SECURE_SSL_REDIRECT": True,
+                  "SECURE_HSTS_SECONDS": 31536000, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True, "SECURE_HSTS_PRELOAD": True,
+                  "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"]}
+    # `make run` on http://127.0.0.1, a plain-http origin, or DEBUG: all off (a secure cookie would never come back).
+    off = {"SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False, "SECURE_SSL_REDIRECT": False,
+           "SECURE_HSTS_SECONDS": 0, "SECURE_HSTS_INCLUDE_SUBDOMAINS": False, "SECURE_HSTS_PRELOAD": False,
+           "SECURE_PROXY_SSL_HEADER": None}
+    assert read(*HTTPS_SETTINGS) == off
+    assert read(*HTTPS_SETTINGS, DJANGO_CSRF_TRUSTED_ORIGINS="http://10.0.0.5:8000") == off
+    assert read(*HTTPS_SETTINGS, DJANGO_CSRF_TRUSTED_ORIGINS="https://vidz.example.com", DJANGO_DEBUG="1") == off
+    # Each can be set on its own, e.g. HSTS for a shorter time while trying https out.
+    assert read("SECURE_HSTS_SECONDS", DJANGO_CSRF_TRUSTED_ORIGINS="https://vidz.example.com",
+                DJANGO_HSTS_SECONDS="300") == {"SECURE_HSTS_SECONDS": 300}
+
+
+def production_environment(tmp_path, sdxl_tokenizer):
+    """deploy/ourvidz.env.example as an operator fills it in: secrets instead of CHANGE-ME, and (on this test
+    machine) the tokenizer of the tiny SDXL model where the real model would be."""
+    env = {}
+    for line in (ROOT / "deploy" / "ourvidz.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value.replace("CHANGE-ME", secrets.token_urlsafe(16))
+    env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    return {**env, "OURVIDZ_DATA_DIR": str(tmp_path), "SDXL_TOKENIZER_PATH": str(sdxl_tokenizer)}
+
+
+def test_check_deploy_is_clean_for_the_documented_production_environment(tmp_path, sdxl_tokenizer):
+    env = {"PATH": os.environ.get("PATH", ""), **production_environment(tmp_path, sdxl_tokenizer)}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout

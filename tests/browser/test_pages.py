@@ -291,3 +291,19 @@ def test_dashboard_for_staff(page, charlie, log_in, live_workers, screenshot):
     expect(page.locator("a.flower-link")).to_have_count(1)
     expect(page.locator("a.admin-link")).to_have_count(1)
     screenshot("dashboard")
+
+
+def test_admin_and_api_pages_keep_to_the_content_security_policy(page, charlie, log_in, screenshot):
+    # Any script, style or image the policy refused would be a console error, which fails the test.
+    staff = charlie
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    log_in(staff)
+    for path in ("/admin/", "/admin/generation/job/", f"/admin/auth/user/{staff.pk}/change/",
+                 "/admin/generation/creditentry/", "/api/", "/api/jobs/", "/api/account/", "/account/",
+                 "/dashboard/", "/library/"):
+        response = page.goto(path)
+        assert response.status == 200, path
+        assert "script-src 'self'" in response.headers["content-security-policy"], path
+        page.wait_for_load_state("networkidle")
+    screenshot("browsable-api")
