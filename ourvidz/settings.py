@@ -1,6 +1,5 @@
 """Django settings for OurVidz. Every setting comes from an environment variable (see README)."""
 
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -8,6 +7,8 @@ from urllib.parse import unquote
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from ourvidz.credentials import keep_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -63,17 +64,10 @@ DATA_DIR = env.path("OURVIDZ_DATA_DIR", BASE_DIR / "var").resolve()
 
 
 def _secret_key():
-    """DJANGO_SECRET_KEY, else a random key kept in DATA_DIR so that all processes share it."""
+    """DJANGO_SECRET_KEY, else a random key kept in DATA_DIR (mode 0600) so that all processes share it."""
     if key := env.str("DJANGO_SECRET_KEY", ""):
         return key
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}")
-        tmp.write_text(secrets.token_urlsafe(50))
-        # Two processes may race here; whichever rename lands last wins and both then read it.
-        os.replace(tmp, path)
-    return path.read_text().strip()
+    return keep_secret(DATA_DIR / "secret_key", lambda: secrets.token_urlsafe(50))
 
 
 SECRET_KEY = _secret_key()
@@ -224,9 +218,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "generation.api.renderers.BrowsableAPIRenderer"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "generation.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "generation.api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "generation.api.exceptions.handle",
 }
@@ -234,6 +228,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "OurVidz API",
     "DESCRIPTION": "Submit image and video generation jobs and fetch their results.",
     "VERSION": "1.0.0",
+    # Requests get components of their own: an upload's `file` is binary there, a URL nowhere.
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 LOGGING = {

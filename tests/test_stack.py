@@ -50,9 +50,10 @@ def test_make_run_stack_serves_jobs_and_flower_sees_both_pools(tmp_path, worker_
 
         def flower_workers():
             try:
+                login = (tmp_path / "flower_credentials").read_text().split(":", 1)  # Flower made it at its start
                 found = requests.get(f"http://127.0.0.1:{flower}/api/workers", params={"refresh": 1},
-                                     timeout=5).json()
-            except (requests.RequestException, ValueError):
+                                     auth=tuple(login), timeout=5).json()
+            except (OSError, requests.RequestException, ValueError):
                 return False
             names = {name.split("@")[0] for name in found}
             return {"sdxl", "wan"} <= names

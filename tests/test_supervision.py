@@ -1,5 +1,6 @@
 """`make run`'s supervision: processes started again when they die, a graceful stop that lets running jobs
-finish, nothing left behind when the supervisor is killed, and an embedded Redis that keeps its data.
+finish, nothing left behind when the supervisor is killed, and an embedded Redis that keeps its data and asks
+for its password.
 
 Real processes throughout: Procfiles of the tests' own with small Python scripts, the real `web` and
 `housekeeping` processes where their children matter, and `python -m ourvidz.services` with its embedded
@@ -11,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -30,9 +32,9 @@ from ourvidz.supervise import STOP_GRACE_SECONDS, read_procfile
 PYTHON = sys.executable
 
 
-def client(port):
+def client(port, password=None):
     """A Redis client on `port` that fails at once when nothing answers (redis-py retries by default)."""
-    return redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(port=port, password=password, retry=Retry(NoBackoff(), 0))
 
 
 def write_script(path, source):
@@ -299,6 +301,11 @@ def services(tmp_path, command, embedded_postgres=False):
     return process
 
 
+def redis_password(tmp_path):
+    """The password of the embedded redis-server in `tmp_path`."""
+    return (tmp_path / "redis" / "password").read_text()
+
+
 def embedded_redis(tmp_path, timeout=20):
     """(port, pid) of the embedded redis-server in `tmp_path` once it answers."""
     state = tmp_path / "redis" / "redis.json"
@@ -307,7 +314,7 @@ def embedded_redis(tmp_path, timeout=20):
         if state.exists():
             known = json.loads(state.read_text())
             try:
-                if alive(known["pid"]) and client(known["port"]).ping():
+                if alive(known["pid"]) and client(known["port"], redis_password(tmp_path)).ping():
                     return known["port"], known["pid"]
             except redis.ConnectionError:
                 pass
@@ -350,16 +357,16 @@ def test_embedded_redis_keeps_its_data_across_a_stop_and_start(tmp_path):
     sleeper = [PYTHON, "-c", "import time; time.sleep(60)"]
     stack = services(tmp_path, sleeper)
     port, _ = embedded_redis(tmp_path)
-    client(port).rpush("celery", "job-1", "job-2")
+    client(port, redis_password(tmp_path)).rpush("celery", "job-1", "job-2")
     stack.send_signal(signal.SIGTERM)  # as `make run` passes it on
     assert stack.wait(20) == 128 + signal.SIGTERM  # the command was stopped by SIGTERM
     with pytest.raises(redis.ConnectionError):
-        client(port).ping()
+        client(port, redis_password(tmp_path)).ping()
 
     stack = services(tmp_path, sleeper)
     try:
         assert embedded_redis(tmp_path)[0] == port
-        assert client(port).lrange("celery", 0, -1) == [b"job-1", b"job-2"]
+        assert client(port, redis_password(tmp_path)).lrange("celery", 0, -1) == [b"job-1", b"job-2"]
     finally:
         stack.terminate()
         stack.wait(20)
@@ -369,15 +376,40 @@ def test_embedded_redis_comes_back_by_itself_after_being_killed(tmp_path):
     stack = services(tmp_path, [PYTHON, "-c", "import time; time.sleep(60)"])
     try:
         port, pid = embedded_redis(tmp_path)
-        client(port).set("written", "before the kill")
+        client(port, redis_password(tmp_path)).set("written", "before the kill")
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while embedded_redis(tmp_path)[1] == pid:
             assert time.monotonic() < deadline, "Redis did not come back"
             time.sleep(0.1)
         assert embedded_redis(tmp_path)[0] == port
-        assert client(port).get("written") == b"before the kill"
+        assert client(port, redis_password(tmp_path)).get("written") == b"before the kill"
         assert "the embedded redis-server (port" in (tmp_path / "services.log").read_text()
+    finally:
+        stack.terminate()
+        stack.wait(20)
+
+
+def test_embedded_redis_asks_for_the_password_that_the_command_is_given(tmp_path):
+    # The command writes through the REDIS_URL it was given, then hands that URL over.
+    script = ("import os, pathlib, redis, time; url = os.environ['REDIS_URL']; "
+              "redis.Redis.from_url(url).set('written', 'by the command'); "
+              f"pathlib.Path({str(tmp_path / 'url')!r}).write_text(url); time.sleep(60)")
+    stack = services(tmp_path, [PYTHON, "-c", script])
+    try:
+        port, pid = embedded_redis(tmp_path)
+        password = tmp_path / "redis" / "password"
+        assert stat.S_IMODE(password.stat().st_mode) == 0o600
+        with pytest.raises(redis.AuthenticationError):
+            client(port).ping()  # any other process of the machine
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "url").exists():
+            assert stack.poll() is None and time.monotonic() < deadline, (tmp_path / "services.log").read_text()
+            time.sleep(0.05)
+        url = (tmp_path / "url").read_text()
+        assert url == f"redis://:{password.read_text()}@127.0.0.1:{port}/0"
+        assert redis.Redis.from_url(url).get("written") == b"by the command"
+        assert password.read_text().encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()  # `ps` shows it
     finally:
         stack.terminate()
         stack.wait(20)

@@ -1,7 +1,6 @@
-"""Prepare a machine to run the stack: migrate, build the development models, create an admin."""
+"""Prepare a machine to run the stack: migrate, build the development models, create an admin and Flower's login."""
 
 import os
-import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -9,14 +8,19 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from ourvidz import flower
+from ourvidz.credentials import new_password
+
 
 class Command(BaseCommand):
-    help = "Migrate, build the tiny development models where no real model paths are set, create an admin."
+    help = ("Migrate, build the tiny development models where no real model paths are set, create an admin and "
+            "Flower's login.")
 
     def handle(self, *args, **options):
         call_command("migrate", interactive=False, verbosity=0)
         self.build_dev_models()
         self.ensure_admin()
+        flower.credentials(self.stdout)  # printed once, when made
 
     def build_dev_models(self):
         # Imported here: only this command and the workers need torch, never the web process.
@@ -48,7 +52,7 @@ class Command(BaseCommand):
         if User.objects.filter(is_superuser=True).exists():
             return
         username = os.environ.get("OURVIDZ_ADMIN_USER", "admin")
-        password = os.environ.get("OURVIDZ_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        password = os.environ.get("OURVIDZ_ADMIN_PASSWORD") or new_password()
         User.objects.create_superuser(username, email="", password=password)
         self.stdout.write(self.style.SUCCESS(
             f"Created the admin user. Log in at http://127.0.0.1:8000/admin/ as {username} / {password}\n"
