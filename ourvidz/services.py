@@ -137,6 +137,8 @@ class EmbeddedRedis:
 
     def __init__(self, directory):
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)  # the append-only file holds every queued job's message
         self.state = directory / "redis.json"
         self.password = keep_secret(directory / "password", new_password)
         self.process = None

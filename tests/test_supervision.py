@@ -400,6 +400,7 @@ def test_embedded_redis_asks_for_the_password_that_the_command_is_given(tmp_path
         port, pid = embedded_redis(tmp_path)
         password = tmp_path / "redis" / "password"
         assert stat.S_IMODE(password.stat().st_mode) == 0o600
+        assert stat.S_IMODE(password.parent.stat().st_mode) == 0o700  # and the data beside it
         with pytest.raises(redis.AuthenticationError):
             client(port).ping()  # any other process of the machine
         deadline = time.monotonic() + 20
