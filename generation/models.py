@@ -173,6 +173,9 @@ class Job(models.Model):
     error_message = models.TextField(blank=True)
 
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # A digest of the body submitted with the key (generation.submission.fingerprint): the same key with
+    # another body is refused, not answered with this job. Empty for jobs from before it was kept.
+    request_digest = models.CharField(max_length=64, blank=True)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="retries")
 

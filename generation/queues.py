@@ -68,21 +68,24 @@ def load(jobs, heaviest=HEAVIEST_USERS):
 
 
 def queue_stats(window=WINDOW):
-    """One dict per pool queue: its length in the broker, jobs queued and processing, the workers
-    online, its `figures` over the last `window` and its `load` now."""
+    """One dict per pool queue: its length in the broker, jobs queued and processing, the workers online (how
+    many, and how many have loaded their models), its `figures` over the last `window` and its `load` now."""
     online = presence.online()
     stats = []
     for pool in job_types.POOLS.values():
         jobs = Job.objects.filter(queue=pool.queue)
         recent = figures(jobs, window)
         current = load(jobs)
+        workers = [w for w in online if pool.queue in w.get("queues", [])]
         stats.append({
             "queue": pool.queue,
             "pool": pool.name,
             "length": brokers.client().llen(pool.queue),
             "queued_jobs": current["waiting_jobs"] + current["released_jobs"],
             "processing_jobs": current["running_jobs"],
-            "workers": [w for w in online if pool.queue in w.get("queues", [])],
+            "workers": workers,
+            "workers_online": len(workers),
+            "workers_ready": sum(1 for w in workers if w["loaded"]),
             "average_wait_seconds": recent["average_wait_seconds"],
             "jobs_per_hour": recent["jobs_per_hour"],
             "error_rate": recent["error_rate"],

@@ -4,6 +4,8 @@ The API validates (generation.api.serializers.JobRequestSerializer); these funct
 validated and act. A job waits in the database; generation.scheduler releases it to its pool.
 """
 
+import hashlib
+import json
 import secrets
 
 from django.db import IntegrityError, transaction
@@ -18,26 +20,48 @@ def new_seed():
     return secrets.randbelow(job_types.MAX_SEED + 1)
 
 
-def existing(user, idempotency_key):
-    """The user's job submitted with `idempotency_key`, or None. The API looks before it validates, so a
-    client retrying a request gets its first job even if the request would no longer validate."""
+class KeyReused(Exception):
+    """An Idempotency-Key sent again with another body: a client's mistake, answered 409, never a replay."""
+
+    def __init__(self, key):
+        super().__init__(f"The Idempotency-Key {key!r} was used with another request body; use a new key for a new "
+                         "job, or send the first request again to get its job.")
+
+
+def fingerprint(body):
+    """A digest of a submission's parsed body (a dict, or a form's QueryDict): the same keys and values give the
+    same digest whatever their order or the JSON's spacing."""
+    if hasattr(body, "lists"):
+        body = dict(body.lists())
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def existing(user, idempotency_key, digest):
+    """The user's job submitted with `idempotency_key`, or None; KeyReused if it was submitted with a body
+    other than the one of `digest` (`fingerprint`). The API looks before it validates, so a client retrying a
+    request gets its first job even if the request would no longer validate."""
     if not idempotency_key:
         return None
-    return Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+    job = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+    # A job from before digests were kept has none: it is returned whatever the body, as it was then.
+    if job and job.request_digest and job.request_digest != digest:
+        raise KeyReused(idempotency_key)
+    return job
 
 
-def submit(user, validated, idempotency_key=None):
+def submit(user, validated, idempotency_key=None, digest=""):
     """Record the job `validated` describes; once committed the scheduler may release it. The broker
     being down changes nothing here: the job waits in the database. Returns (job, created):
-    created is False when a concurrent request with the same `idempotency_key` recorded its job first
-    (callers look for an earlier one with `existing` before they validate)."""
+    created is False when a concurrent request with the same `idempotency_key` and body (`digest`) recorded
+    its job first (callers look for an earlier one with `existing` before they validate)."""
     job = build_job(user, **validated)
     job.idempotency_key = idempotency_key or None
+    job.request_digest = digest if idempotency_key else ""
     try:
         _record(job)
     except IntegrityError:
         # A concurrent request with the same key won the insert (the unique constraint decides).
-        if found := existing(user, idempotency_key):
+        if found := existing(user, idempotency_key, digest):
             return found, False
         raise
     # Immediately in autocommit mode; inside a caller's transaction, only once it commits.

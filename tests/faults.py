@@ -198,7 +198,7 @@ class FaultStack:
             queues = self.session.get(f"{self.base}/api/queues/", timeout=5).json()
         except (requests.RequestException, ValueError):
             return False
-        return all(q["workers"] and all(w["loaded"] for w in q["workers"]) for q in queues)
+        return all(0 < q["workers_ready"] == q["workers_online"] for q in queues)
 
     def stop(self, timeout=180):
         """Ctrl-C, as in `make run`'s terminal: the supervisor stops every process gracefully."""

@@ -235,6 +235,54 @@ def test_a_retry_gets_its_first_job_even_when_its_request_would_no_longer_valida
     assert again.json()["id"] == first.json()["id"] and sent == []
 
 
+def test_a_reused_idempotency_key_with_another_body_is_a_409(alice_api, django_capture_on_commit_callbacks):
+    headers = {"Idempotency-Key": "one-job"}
+    first, _ = post_job(alice_api, django_capture_on_commit_callbacks, headers, job_type="sdxl_image_fast",
+                        prompt="a cat", num_images=3)
+    other, sent = post_job(alice_api, django_capture_on_commit_callbacks, headers, job_type="sdxl_image_fast",
+                           prompt="a cat", num_images=-48465)
+    assert other.status_code == 409, other.content
+    assert other.json()["code"] == "idempotency_key_reused" and "Idempotency-Key" in other.json()["detail"]
+    assert Job.objects.count() == 1 and sent == []
+    # The same body, its keys in another order, still gets the first job.
+    again, _ = post_job(alice_api, django_capture_on_commit_callbacks, headers, num_images=3, prompt="a cat",
+                        job_type="sdxl_image_fast")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+
+
+def test_a_racing_request_with_the_same_key_and_another_body_is_refused_too(alice):
+    request = {"job_type": "image_fast", "prompt": "a cat"}
+    first, created = submission.submit(alice, request, "raced", submission.fingerprint(request))
+    assert created
+    # The other request looked before the first was recorded: the unique key stops its insert.
+    with pytest.raises(submission.KeyReused):
+        submission.submit(alice, {**request, "prompt": "a dog"}, "raced", submission.fingerprint({"prompt": "a dog"}))
+    assert submission.submit(alice, request, "raced", submission.fingerprint(request)) == (first, False)
+    assert Job.objects.count() == 1
+
+
+def test_a_job_from_before_request_digests_is_returned_for_its_key_whatever_the_body(
+        alice, alice_api, django_capture_on_commit_callbacks):
+    old = submission.build_job(alice, "image_fast", "a cat")
+    old.idempotency_key = "from-before"
+    old.save()
+    again, _ = post_job(alice_api, django_capture_on_commit_callbacks, {"Idempotency-Key": "from-before"},
+                        job_type="image_fast", prompt="a dog")
+    assert again.status_code == 200 and again.json()["id"] == str(old.pk)
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "nul\x00"])
+def test_an_idempotency_key_too_long_or_with_a_nul_is_a_400_naming_the_header(
+        alice_api, django_capture_on_commit_callbacks, key):
+    response, _ = post_job(alice_api, django_capture_on_commit_callbacks, {"Idempotency-Key": key},
+                           job_type="image_fast", prompt="a cat")
+    assert response.status_code == 400 and "Idempotency-Key" in response.json(), response.content
+    assert Job.objects.count() == 0
+    longest, _ = post_job(alice_api, django_capture_on_commit_callbacks, {"Idempotency-Key": "k" * 255},
+                          job_type="image_fast", prompt="a cat")
+    assert longest.status_code == 201
+
+
 def test_other_users_get_404(alice_api, alice, bob_api, django_capture_on_commit_callbacks):
     response, _ = post_job(alice_api, django_capture_on_commit_callbacks, job_type="sdxl_image_fast", prompt="x")
     job = Job.objects.get(pk=response.json()["id"])
@@ -302,6 +350,18 @@ def test_queues_endpoint_shows_what_waits_in_each_pool(alice_api, bob, admin_cli
     assert (sdxl["waiting_jobs"], sdxl["heaviest_users"], sdxl["oldest_waiting_seconds"]) == (0, [], None)
 
 
+def test_ordinary_users_see_how_many_workers_are_online_and_staff_see_which(alice_api, admin_client, sandbox):
+    sandbox.worker("wan", name="wan-1@gpu-host-7", reference_types={"composition"})
+    sandbox.worker("wan", name="wan-2@gpu-host-8")  # still loading its models
+    answer = alice_api.get("/api/queues/")
+    wan = {q["queue"]: q for q in answer.json()}["wan_queue"]
+    assert (wan["workers_online"], wan["workers_ready"]) == (2, 1)
+    assert "workers" not in wan and "gpu-host" not in answer.content.decode()  # no hosts, pids or model paths
+    staff = {q["queue"]: q for q in admin_client.get("/api/queues/").json()}["wan_queue"]
+    assert [w["name"] for w in staff["workers"]] == ["wan-1@gpu-host-7", "wan-2@gpu-host-8"]
+    assert all(w["pid"] for w in staff["workers"])
+
+
 def test_job_types_endpoint(alice_api):
     rows = alice_api.get("/api/job-types/").json()
     assert [r["name"] for r in rows] == list(job_types.JOB_TYPES)
@@ -309,6 +369,26 @@ def test_job_types_endpoint(alice_api):
     assert sdxl["steps"] == 25 and sdxl["num_images"] == [1, 3, 6] and sdxl["bucket"] == "sdxl-image-high"
     video = next(r for r in rows if r["name"] == "video7b_high_enhanced")
     assert video["frames"] == 81 and video["enhanced"] and video["queue"] == "wan_queue"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"prompt": ["a"]}, "prompt"),
+    ({"negative_prompt": {"a": 1}}, "negative_prompt"),
+    ({"job_type": ["x"]}, "job_type"),
+    ({"prompt": 5}, "prompt"),
+    ({"prompt": "a\x00"}, "prompt"),
+    (["a"], "non_field_errors"),
+])
+def test_a_negative_prompt_preview_of_the_wrong_type_is_a_400_naming_the_field(alice_api, body, field):
+    response = alice_api.post("/api/negative-prompt/", body, format="json")
+    assert response.status_code == 400 and field in response.json(), response.content
+
+
+def test_a_negative_prompt_preview_by_query(alice_api):
+    wan = alice_api.get("/api/negative-prompt/", {"job_type": "video_fast", "negative_prompt": "static"})
+    assert wan.status_code == 200 and wan.json() == {"negative_prompt": "static", "multi_party": [], "dropped": []}
+    assert "bad anatomy" in alice_api.get("/api/negative-prompt/").json()["negative_prompt"]  # SDXL by default
+    assert "job_type" in alice_api.get("/api/negative-prompt/?job_type=").json()  # empty is no job type
 
 
 def test_reference_upload_validates_images(alice_api):

@@ -41,6 +41,60 @@ def test_a_bad_job_filter_is_a_400_naming_it(alice, alice_api, query):
     assert query.split("=")[0] in response.json()
 
 
+@pytest.mark.parametrize("query", ["jobs/?status=%00", "jobs/?job_type=%00", "jobs/?queue=%00", "images/?status=%00",
+                                   "images/?job_type=%00", "videos/?status=%00", "videos/?job_type=%00"])
+def test_a_nul_byte_in_any_list_filter_is_a_400_naming_it(alice_api, query):
+    response = alice_api.get(f"/api/{query}")
+    assert response.status_code == 400 and query.split("?")[1].split("=")[0] in response.json()
+
+
+@pytest.mark.parametrize("page", ["", "null", "0", "2"])
+def test_a_page_that_is_not_a_page_of_the_list_is_a_404(alice, alice_api, page):
+    make_job(alice, "image_fast")
+    assert ids(alice_api.get("/api/jobs/?page=1"))
+    response = alice_api.get(f"/api/jobs/?page={page}")
+    assert response.status_code == 404 and response.json() == {"detail": "Invalid page."}
+
+
+@pytest.mark.parametrize("path", ["/api/nothing/", "/api/jobs/a.b/", "/api/jobs/a.b/cancel/"])
+def test_a_path_the_api_does_not_serve_is_a_json_404(alice_api, path):
+    response = alice_api.post(path)
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+
+
+def test_a_reference_upload_is_multipart_only(alice_api):
+    response = alice_api.post("/api/references/", {"file": "https://example.com/a.png"}, format="json")
+    assert response.status_code == 415
+
+
+def test_the_schema_states_the_errors_and_types_the_server_answers(alice_api):
+    schema = json.loads(alice_api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    paths, components = schema["paths"], schema["components"]["schemas"]
+
+    def codes(path, method):
+        return set(paths[path][method]["responses"])
+
+    assert {"200", "403", "404"} <= codes("/api/jobs/", "get")  # 404: ?page=null
+    assert {"201", "200", "400", "402", "403", "409", "415", "429"} <= codes("/api/jobs/", "post")
+    assert {"200", "403", "404"} <= codes("/api/jobs/{id}/", "get")
+    assert {"200", "403", "404", "409"} <= codes("/api/jobs/{id}/cancel/", "post")
+    assert {"204", "403", "404"} <= codes("/api/images/{id}/", "delete")
+    assert {"201", "400", "403", "404", "429"} <= codes("/api/images/{id}/reference/", "post")
+    assert {"200", "400", "429"} <= codes("/api/auth/token/", "post")
+    assert {} in paths["/api/auth/token/"]["post"]["security"]  # no login needed to get a token
+    job = components["Job"]["properties"]
+    assert job["images"]["type"] == "array" and job["video"]["nullable"] and job["duration"]["nullable"]
+    assert job["queue_position"] == {**job["queue_position"], "type": "integer", "nullable": True}
+    assert {"$ref": "#/components/schemas/BlankEnum"} in job["reference_type"]["oneOf"]  # "" when there is none
+    request = components["JobRequestRequest"]["properties"]
+    assert request["prompt"]["minLength"] == 1 and request["reference_image"]["type"] == "integer"
+    assert list(paths["/api/jobs/"]["post"]["requestBody"]["content"]) == ["application/json"]
+    assert list(paths["/api/references/"]["post"]["requestBody"]["content"]) == ["multipart/form-data"]
+    assert components["ReferenceImageRequest"]["properties"]["file"]["format"] == "binary"
+    assert components["TokenRequestRequest"]["properties"]["password"]["minLength"] == 1
+    assert "workers" not in components["Queue"]["required"] and "workers_online" in components["Queue"]["required"]
+
+
 def test_images_filter_by_job_type_and_their_jobs_status(alice, alice_api):
     job = make_job(alice, "sdxl_image_fast", JobStatus.COMPLETED)
     image = Image.objects.create(user=alice, job=job, prompt="a cat", bucket="sdxl-image-fast", image_path="a.png",

@@ -13,12 +13,13 @@ from rest_framework.views import exception_handler
 
 from ..credits import InsufficientCredits
 from ..quotas import QuotaExceeded
+from ..submission import KeyReused
 
 CODES_HEADER = "X-Error-Codes"
 
 
 def handle(exc, context):
-    """REST_FRAMEWORK["EXCEPTION_HANDLER"]: DRF's, plus the domain's refusals (credits, quotas)."""
+    """REST_FRAMEWORK["EXCEPTION_HANDLER"]: DRF's, plus the domain's refusals (credits, quotas, a reused key)."""
     if isinstance(exc, InsufficientCredits):
         # The balance and the price beside the message: a client can say how many credits are missing.
         return Response({"detail": str(exc), "code": "insufficient_credits", "balance": exc.balance,
@@ -26,6 +27,8 @@ def handle(exc, context):
     if isinstance(exc, QuotaExceeded):
         return Response({"detail": str(exc), "code": exc.code, "retry_after": exc.retry_after},
                         status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, KeyReused):
+        return Response({"detail": str(exc), "code": "idempotency_key_reused"}, status=status.HTTP_409_CONFLICT)
     response = exception_handler(exc, context)
     request = context.get("request")
     if response is None or request is None or request.headers.get(CODES_HEADER) != "1":

@@ -2,8 +2,12 @@ import copy
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 
 from .. import capabilities, job_types, scheduler, storage
 from ..models import CreditEntry, Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
@@ -25,6 +29,7 @@ class CachedFieldsMixin:
                 for name, field in self._built_fields[cls].items()}
 
 
+@extend_schema_field(OpenApiTypes.INT)  # its queryset depends on the user: the schema cannot read the id's type
 class UserReferenceField(serializers.PrimaryKeyRelatedField):
     """A ReferenceImage id; another user's id reads as "does not exist"."""
 
@@ -32,22 +37,47 @@ class UserReferenceField(serializers.PrimaryKeyRelatedField):
         return ReferenceImage.objects.filter(user=self.context["user"])
 
 
+class TextField(serializers.CharField):
+    """A CharField that takes only strings (a form's values are; DRF's turns a JSON number into one, which the
+    schema does not allow) and that says in the schema that it refuses NUL, with a pattern where DRF's refuses
+    it unsaid."""
+
+    NO_NUL = RegexValidator(r"^[^\x00]*$", message=ProhibitNullCharactersValidator.message,
+                            code=ProhibitNullCharactersValidator.code)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+        self.validators.append(self.NO_NUL)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class JobRequestSerializer(CachedFieldsMixin, serializers.Serializer):
     """What a client may ask for when submitting a job. Errors carry codes (`invalid_choice`,
     `single_output`, `unsupported` ...) that the Workspace turns into its own words."""
 
     job_type = serializers.ChoiceField(choices=list(job_types.JOB_TYPES))
-    prompt = serializers.CharField(max_length=job_types.PROMPT_MAX_LENGTH, trim_whitespace=True)
-    negative_prompt = serializers.CharField(max_length=job_types.NEGATIVE_PROMPT_MAX_LENGTH, required=False,
-                                            allow_blank=True, default="")
-    num_images = serializers.IntegerField(required=False, default=1)
+    prompt = TextField(min_length=1, max_length=job_types.PROMPT_MAX_LENGTH, trim_whitespace=True)
+    negative_prompt = TextField(max_length=job_types.NEGATIVE_PROMPT_MAX_LENGTH, required=False, allow_blank=True,
+                                default="")
+    num_images = serializers.ChoiceField(
+        choices=job_types.NUM_IMAGES_CHOICES, required=False, default=1,
+        error_messages={"invalid_choice": "Must be " + ", ".join(map(str, job_types.NUM_IMAGES_CHOICES[:-1]))
+                                          + f" or {job_types.NUM_IMAGES_CHOICES[-1]}."},
+        help_text="More than 1: SDXL types only.")
     seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
                                     max_value=job_types.MAX_SEED)
     aspect_ratio = serializers.ChoiceField(choices=job_types.ASPECT_RATIOS, required=False, allow_blank=True,
                                            default="")
-    reference_image = UserReferenceField(required=False, allow_null=True, default=None)
+    reference_image = UserReferenceField(required=False, allow_null=True, default=None,
+                                         help_text="One of your references (POST /api/references/).")
     reference_type = serializers.ChoiceField(choices=ReferenceType.choices, required=False, allow_blank=True,
-                                             default="")
+                                             default="", help_text="With reference_image; those a job type takes "
+                                                                   "now: GET /api/job-types/ (reference_types).")
     reference_strength = serializers.FloatField(required=False, default=job_types.REFERENCE_STRENGTH_DEFAULT,
                                                 min_value=job_types.REFERENCE_STRENGTH_MIN,
                                                 max_value=job_types.REFERENCE_STRENGTH_MAX)
@@ -55,10 +85,7 @@ class JobRequestSerializer(CachedFieldsMixin, serializers.Serializer):
     def validate(self, data):
         errors = {}
         jt = job_types.JOB_TYPES[data["job_type"]]
-        if data["num_images"] not in job_types.NUM_IMAGES_CHOICES:
-            choices = ", ".join(map(str, job_types.NUM_IMAGES_CHOICES[:-1])) + f" or {job_types.NUM_IMAGES_CHOICES[-1]}"
-            errors["num_images"] = [error(f"Must be {choices}.", "invalid_choice")]
-        elif data["num_images"] != 1 and not jt.batched:
+        if data["num_images"] != 1 and not jt.batched:
             errors["num_images"] = [error(f"{jt.name} makes one {jt.kind} per job; only SDXL types make 3 or 6.",
                                           "single_output")]
         if data["reference_image"] and not data["reference_type"]:
@@ -89,10 +116,10 @@ class AssetSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     def get_title(self, asset) -> str:
         return asset.prompt[:80]
 
-    def get_url(self, asset):
+    def get_url(self, asset) -> str:
         return storage.signed_url(asset.bucket, asset.path, self.context.get("request"))
 
-    def get_thumbnail_url(self, asset):
+    def get_thumbnail_url(self, asset) -> str | None:
         if not asset.thumbnail_path:
             return None
         return storage.signed_url(asset.bucket, asset.thumbnail_path, self.context.get("request"))
@@ -126,7 +153,9 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     estimated_finish_seconds = serializers.SerializerMethodField()
     waiting_reason = serializers.SerializerMethodField()
     expected_generation_seconds = serializers.FloatField(source="expected_seconds", read_only=True)
-    duration = serializers.FloatField(read_only=True)
+    duration = serializers.FloatField(read_only=True, allow_null=True)
+    # Declared: DRF drops allow_blank from the read-only fields it builds, and "" (no reference) is a value.
+    reference_type = serializers.ChoiceField(choices=ReferenceType.choices, allow_blank=True, read_only=True)
     images = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
 
@@ -165,17 +194,45 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
         """Why a queued job cannot start now (no worker online, or none that can serve it)."""
         return self.outlook(job).waiting_reason
 
+    @extend_schema_field(ImageSerializer(many=True))
     def get_images(self, job):
         if job.format != "png" or job.status != JobStatus.COMPLETED:
             return []  # assets are written when the job completes
         images = sorted(job.images.all(), key=lambda image: image.image_index)  # uses a prefetch if any
         return ImageSerializer(images, many=True, context=self.context).data
 
+    @extend_schema_field(VideoSerializer(allow_null=True))
     def get_video(self, job):
         if job.format != "mp4" or job.status != JobStatus.COMPLETED:
             return None
         video = getattr(job, "video", None)  # None when the reverse one-to-one row does not exist
         return VideoSerializer(video, context=self.context).data if video else None
+
+
+class JobTypeSerializer(serializers.Serializer):
+    """One row of the job-type table as GET /api/job-types/ serves it (generation.capabilities.job_type_rows)."""
+
+    name = serializers.CharField()
+    pool = serializers.CharField()
+    queue = serializers.CharField()
+    kind = serializers.CharField(help_text="image or video")
+    format = serializers.CharField()
+    quality = serializers.CharField()
+    model_type = serializers.CharField()
+    enhanced = serializers.BooleanField()
+    steps = serializers.IntegerField()
+    guidance = serializers.FloatField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    frames = serializers.IntegerField()
+    expected_seconds = serializers.FloatField(help_text="Per image for SDXL, per job otherwise.")
+    credits = serializers.IntegerField()
+    bucket = serializers.CharField()
+    num_images = serializers.ListField(child=serializers.IntegerField())
+    aspect_ratios = serializers.DictField(child=serializers.ListField(child=serializers.IntegerField()),
+                                          help_text="Each ratio's [width, height].")
+    render = serializers.DictField(help_text="Size, steps, guidance and frames in this server's profile.")
+    reference_types = serializers.ListField(child=serializers.CharField(), help_text="Accepted now.")
 
 
 class QueueSerializer(serializers.Serializer):
@@ -193,7 +250,11 @@ class QueueSerializer(serializers.Serializer):
         child=serializers.DictField(), required=False,
         help_text="Staff only: up to 5 users with the most jobs waiting or in flight ({user, waiting, in_flight}).")
     oldest_waiting_seconds = serializers.FloatField(allow_null=True)
-    workers = serializers.ListField(child=serializers.DictField(), help_text="Workers online and what they loaded.")
+    workers_online = serializers.IntegerField()
+    workers_ready = serializers.IntegerField(help_text="Workers online that have loaded their models.")
+    workers = serializers.ListField(
+        child=serializers.DictField(), required=False,
+        help_text="Staff only: the workers online, with their host names, pids and the models they loaded.")
     average_wait_seconds = serializers.FloatField(allow_null=True)
     jobs_per_hour = serializers.FloatField()
     error_rate = serializers.FloatField()
@@ -209,7 +270,7 @@ class ReferenceImageSerializer(serializers.ModelSerializer):
                   "created_at"]
         read_only_fields = ["original_name", "content_type", "width", "height", "size_bytes", "created_at"]
 
-    def get_url(self, ref):
+    def get_url(self, ref) -> str:
         return storage.signed_url(ReferenceImage.BUCKET, ref.path, self.context.get("request"))
 
 
@@ -266,6 +327,41 @@ class InsufficientCreditsSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="insufficient_credits")
     balance = serializers.IntegerField()
     price = serializers.IntegerField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """An error that is not about the request's fields: DRF's {"detail"}, a "code" too with X-Error-Codes: 1."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False, help_text="With X-Error-Codes: 1, or always where named here.")
+
+
+class NegativePromptRequestSerializer(serializers.Serializer):
+    """What GET (query) or POST (JSON body) /api/negative-prompt/ takes: the fields of a job that shape it."""
+
+    job_type = serializers.ChoiceField(choices=list(job_types.JOB_TYPES), default="sdxl_image_fast")
+    prompt = TextField(allow_blank=True, trim_whitespace=False, default="")
+    negative_prompt = TextField(allow_blank=True, trim_whitespace=False, default="")
+
+
+class NegativePromptSerializer(serializers.Serializer):
+    negative_prompt = serializers.CharField(source="text", help_text="Exactly what submission would use.")
+    multi_party = serializers.ListField(child=serializers.CharField(),
+                                        help_text="Why the group terms were added (none: they were not).")
+    dropped = serializers.ListField(child=serializers.CharField(),
+                                    help_text="Terms left out to fit the model's token window.")
+
+
+class TokenRequestSerializer(AuthTokenSerializer):
+    """DRF's, stating in the schema what it requires: a username and a password, neither blank."""
+
+    username = serializers.CharField(min_length=1, write_only=True)
+    password = serializers.CharField(min_length=1, trim_whitespace=False, write_only=True,
+                                     style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text='Send it as the header "Authorization: Token <token>".')
 
 
 class QuotaExceededSerializer(serializers.Serializer):

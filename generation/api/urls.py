@@ -1,6 +1,6 @@
 """The API's routes, mounted under /api/ by ourvidz.urls."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -19,4 +19,6 @@ urlpatterns = [
     path("account/", views.AccountView.as_view(), name="account"),
     path("account/ledger/", views.LedgerView.as_view({"get": "list"}), name="ledger"),
     path("", include(router.urls)),
+    # Last: a path ending in a slash that nothing above serves (one without is first redirected to it).
+    re_path(r"^.*/$", views.NotFoundView.as_view()),
 ]

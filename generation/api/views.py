@@ -1,12 +1,14 @@
 """The JSON API (DRF). Thin: the serializers validate, plain functions of the domain act."""
 
 from django.contrib.auth.signals import user_logged_in
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,19 +17,31 @@ from ourvidz.lockout import locked_out
 from .. import capabilities, credits, job_types, negative_prompts, queues, quotas, references, submission
 from ..models import CreditEntry, Image, Job, ReferenceImage, Video
 from . import filters, throttles
+from .schema import VALIDATION_ERROR
 from .serializers import (
     AccountSerializer,
     CreditEntrySerializer,
+    ErrorSerializer,
     ImageSerializer,
     InsufficientCreditsSerializer,
     JobRequestSerializer,
     JobSerializer,
+    JobTypeSerializer,
+    NegativePromptRequestSerializer,
+    NegativePromptSerializer,
     QueueSerializer,
     QuotaExceededSerializer,
     QuoteSerializer,
     ReferenceImageSerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
     VideoSerializer,
 )
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+# The header validated like a field: Job.idempotency_key's length, no NUL (PostgreSQL refuses it), kept as sent.
+IDEMPOTENCY_KEY_FIELD = serializers.CharField(max_length=Job._meta.get_field("idempotency_key").max_length,
+                                              allow_blank=True, trim_whitespace=False)
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -54,22 +68,32 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self):
         return Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
 
-    @extend_schema(request=JobRequestSerializer,
-                   responses={201: JobSerializer, 200: JobSerializer, 402: InsufficientCreditsSerializer,
+    # JSON only in the schema: a form cannot send the null of `seed` or `reference_image` (the browsable API's
+    # form still posts one).
+    @extend_schema(request={"application/json": JobRequestSerializer},
+                   responses={201: JobSerializer,
+                              200: OpenApiResponse(JobSerializer, description="The job first submitted with this "
+                                                   "Idempotency-Key and the same body."),
+                              402: InsufficientCreditsSerializer,
+                              409: OpenApiResponse(ErrorSerializer, description="This Idempotency-Key was used with "
+                                                   "another body (code idempotency_key_reused); nothing was created."),
                               429: QuotaExceededSerializer},
-                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)])
+                   parameters=[OpenApiParameter(IDEMPOTENCY_KEY, location=OpenApiParameter.HEADER, type={
+                       "type": "string", "maxLength": IDEMPOTENCY_KEY_FIELD.max_length})])
     def create(self, request):
-        """Queue a generation job. The same Idempotency-Key returns the first job instead of a second."""
-        key = request.headers.get("Idempotency-Key")
-        if first := submission.existing(request.user, key):
+        """Queue a generation job. The same Idempotency-Key with the same body returns the first job instead of a
+        second; with another body it is a 409."""
+        key = idempotency_key(request)
+        digest = submission.fingerprint(request.data)
+        if first := submission.existing(request.user, key, digest):
             return Response(JobSerializer(first, context=self.get_serializer_context()).data)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        job, created = submission.submit(request.user, serializer.validated_data, key)
+        job, created = submission.submit(request.user, serializer.validated_data, key, digest)
         return Response(JobSerializer(job, context=self.get_serializer_context()).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(request=JobRequestSerializer, responses=QuoteSerializer)
+    @extend_schema(request={"application/json": JobRequestSerializer}, responses=QuoteSerializer)
     @action(detail=False, methods=["post"])
     def quote(self, request):
         """What submitting this body would cost (credits), how long it would run and when it would start,
@@ -78,7 +102,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         serializer.is_valid(raise_exception=True)
         return Response(QuoteSerializer(submission.quote(request.user, serializer.validated_data)).data)
 
-    @extend_schema(request=None, responses=JobSerializer)
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(
+        ErrorSerializer, description="The job already ended (completed, failed or cancelled).")})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a queued job (it never runs) or a running one (it stops at its next step)."""
@@ -105,7 +130,8 @@ class ImageViewSet(AssetViewSet):
     serializer_class = ImageSerializer
     filterset_class = filters.ImageFilter
 
-    @extend_schema(request=None, responses={201: ReferenceImageSerializer})
+    @extend_schema(request=None, responses={201: ReferenceImageSerializer, 400: VALIDATION_ERROR,
+                                            429: QuotaExceededSerializer})
     @action(detail=True, methods=["post"])
     def reference(self, request, pk=None):
         """Keep a copy of this image as a reference image for later jobs (the same image gives the same one)."""
@@ -126,6 +152,7 @@ class VideoViewSet(AssetViewSet):
 class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                             mixins.DestroyModelMixin, viewsets.GenericViewSet):
     serializer_class = ReferenceImageSerializer
+    parser_classes = [MultiPartParser]  # an upload is a file: the schema says so, and other bodies are a 415
 
     def get_queryset(self):
         return ReferenceImage.objects.filter(user=self.request.user)
@@ -143,38 +170,46 @@ class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixi
 
 
 class JobTypesView(APIView):
+    @extend_schema(responses=JobTypeSerializer(many=True))
     def get(self, request):
         """The ten job types with their parameters and the reference types accepted now."""
         return Response(capabilities.job_type_rows())
 
 
 class NegativePromptView(APIView):
+    @extend_schema(parameters=[NegativePromptRequestSerializer], responses=NegativePromptSerializer)
     def get(self, request):
         """The negative prompt a job would get (`job_type`, `prompt`, `negative_prompt`), built exactly as
         submission builds it. POST takes the same fields as a JSON body, for long prompts."""
-        return Response(negative_prompt_preview(request.query_params))
+        # A plain dict: DRF reads an empty value of a form (a QueryDict) as no value, and `job_type=` is not one.
+        return Response(negative_prompt_preview(request.query_params.dict()))
 
+    @extend_schema(request={"application/json": NegativePromptRequestSerializer}, responses=NegativePromptSerializer)
     def post(self, request):
         return Response(negative_prompt_preview(request.data))
 
 
 def negative_prompt_preview(params):
-    jt = job_types.JOB_TYPES.get(params.get("job_type", "sdxl_image_fast"))
-    if jt is None:
-        raise ValidationError({"job_type": ["Unknown job type."]}, code="invalid_choice")
-    built = negative_prompts.for_job(jt, params.get("prompt", ""), params.get("negative_prompt", ""))
-    return {"negative_prompt": built.text, "multi_party": built.multi_party, "dropped": built.dropped}
+    serializer = NegativePromptRequestSerializer(data=params)
+    serializer.is_valid(raise_exception=True)
+    fields = serializer.validated_data
+    built = negative_prompts.for_job(job_types.JOB_TYPES[fields["job_type"]], fields["prompt"],
+                                     fields["negative_prompt"])
+    return NegativePromptSerializer(built).data
 
 
 class QueuesView(APIView):
+    STAFF_ONLY = ["heaviest_users", "workers"]  # other users' names; the workers' hosts, pids and model paths
+
     @extend_schema(responses=QueueSerializer(many=True))
     def get(self, request):
         """Per queue: length, jobs waiting, released and running, workers online, average wait, jobs per
-        hour and error rate (last hour); for staff also the heaviest users (other users' names)."""
+        hour and error rate (last hour); for staff also the heaviest users and the workers themselves."""
         stats = queues.queue_stats()
         if not request.user.is_staff:
             for queue in stats:
-                queue.pop("heaviest_users")
+                for field in self.STAFF_ONLY:
+                    queue.pop(field)
         return Response(QueueSerializer(stats, many=True).data)
 
 
@@ -195,10 +230,32 @@ class LedgerView(mixins.ListModelMixin, viewsets.GenericViewSet):
         return CreditEntry.objects.filter(user=self.request.user)
 
 
+class NotFoundView(APIView):
+    """Any other path under /api/ (an id with a dot or a slash in it too): the API's JSON 404, not the site's
+    page."""
+
+    permission_classes = [AllowAny]
+    schema = None  # not an operation
+
+    def not_found(self, request, *args, **kwargs):
+        raise NotFound()
+
+    get = post = put = patch = delete = not_found
+
+
 class TokenView(ObtainAuthToken):
     """An API token for a username and password. Wrong passwords for an account, or from an address, slow it
     down and then lock it for a while (django-axes, ourvidz.lockout): 429 with Retry-After, whatever the password."""
 
+    serializer_class = TokenRequestSerializer
+    permission_classes = [AllowAny]  # as DRF's (none), and the schema says that no login is needed
+
+    @extend_schema(request=TokenRequestSerializer, responses={
+        200: TokenSerializer,
+        400: OpenApiResponse(VALIDATION_ERROR.response, description="A blank field, or no such username and "
+                             "password (`non_field_errors`)."),
+        429: OpenApiResponse(ErrorSerializer, description="Too many wrong passwords (code locked_out)."),
+    })
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         try:
@@ -213,3 +270,15 @@ class TokenView(ObtainAuthToken):
         user_logged_in.send(sender=type(user), request=request, user=user)
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
+
+
+def idempotency_key(request):
+    """The request's Idempotency-Key header (None when absent or empty); a 400 naming it when it is too long for
+    the column or holds a NUL."""
+    value = request.headers.get(IDEMPOTENCY_KEY)
+    if value is None:
+        return None
+    try:
+        return IDEMPOTENCY_KEY_FIELD.run_validation(value) or None
+    except ValidationError as exc:
+        raise ValidationError({IDEMPOTENCY_KEY: exc.detail}) from exc

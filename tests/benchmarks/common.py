@@ -139,7 +139,7 @@ def wait_workers(conn, token, queues=None, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stats = request(conn, "GET", "/api/queues/", token)[1]
-        if all(q["workers"] and all(w["loaded"] for w in q["workers"])
+        if all(0 < q["workers_ready"] == q["workers_online"]
                for q in stats if queues is None or q["queue"] in queues):
             return
         time.sleep(0.5)
