@@ -44,6 +44,14 @@ IDEMPOTENCY_KEY_FIELD = serializers.CharField(max_length=Job._meta.get_field("id
                                               allow_blank=True, trim_whitespace=False)
 
 
+def owned(view, model):
+    """The requesting user's `model` objects (another user's are a 404). None while drf-spectacular reads the view
+    for the schema, without a user: an empty queryset still tells it the ids' type and the filters."""
+    if getattr(view, "swagger_fake_view", False):
+        return model.objects.none()
+    return model.objects.filter(user=view.request.user)
+
+
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
     filterset_class = filters.JobFilter
@@ -66,7 +74,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                                                              "the most allowed; try again in a moment.", wait or 1)
 
     def get_queryset(self):
-        return Job.objects.filter(user=self.request.user).select_related("video").prefetch_related("images")
+        return owned(self, Job).select_related("video").prefetch_related("images")
 
     # JSON only in the schema: a form cannot send the null of `seed` or `reference_image` (the browsable API's
     # form still posts one).
@@ -122,7 +130,7 @@ class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     model = None
 
     def get_queryset(self):
-        return self.model.objects.filter(user=self.request.user).select_related("job")
+        return owned(self, self.model).select_related("job")
 
 
 class ImageViewSet(AssetViewSet):
@@ -155,7 +163,7 @@ class ReferenceImageViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixi
     parser_classes = [MultiPartParser]  # an upload is a file: the schema says so, and other bodies are a 415
 
     def get_queryset(self):
-        return ReferenceImage.objects.filter(user=self.request.user)
+        return owned(self, ReferenceImage)
 
     @extend_schema(responses={201: ReferenceImageSerializer, 429: QuotaExceededSerializer})
     def create(self, request):
@@ -227,7 +235,7 @@ class LedgerView(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = CreditEntrySerializer
 
     def get_queryset(self):
-        return CreditEntry.objects.filter(user=self.request.user)
+        return owned(self, CreditEntry)
 
 
 class NotFoundView(APIView):
