@@ -8,10 +8,18 @@ from ..models import JOB_TYPE_CHOICES, Image, Job, JobStatus, Video
 QUEUE_CHOICES = [(pool.queue, pool.queue) for pool in job_types.POOLS.values()]
 
 
+class ChoiceFilter(django_filters.ChoiceFilter):
+    """django-filter's, its empty value (`?status=`: any, as if it were left out) one of its choices, so that the
+    schema's enum lists it too."""
+
+    def __init__(self, *, choices, **kwargs):
+        super().__init__(choices=[("", "any"), *choices], empty_label=None, **kwargs)
+
+
 class JobFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=JobStatus.choices)
-    job_type = django_filters.ChoiceFilter(choices=JOB_TYPE_CHOICES)
-    queue = django_filters.ChoiceFilter(choices=QUEUE_CHOICES)
+    status = ChoiceFilter(choices=JobStatus.choices)
+    job_type = ChoiceFilter(choices=JOB_TYPE_CHOICES)
+    queue = ChoiceFilter(choices=QUEUE_CHOICES)
 
     class Meta:
         model = Job
@@ -19,9 +27,9 @@ class JobFilter(django_filters.FilterSet):
 
 
 class AssetFilter(django_filters.FilterSet):
-    job_type = django_filters.ChoiceFilter(field_name="job__job_type", choices=JOB_TYPE_CHOICES)
+    job_type = ChoiceFilter(field_name="job__job_type", choices=JOB_TYPE_CHOICES)
     # An image or video exists once its job completed; the job's status is the asset's.
-    status = django_filters.ChoiceFilter(field_name="job__status", choices=JobStatus.choices)
+    status = ChoiceFilter(field_name="job__status", choices=JobStatus.choices)
 
 
 class ImageFilter(AssetFilter):

@@ -7,7 +7,6 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.authtoken.serializers import AuthTokenSerializer
 
 from .. import capabilities, job_types, scheduler, storage
 from ..models import CreditEntry, Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
@@ -42,7 +41,9 @@ class TextField(serializers.CharField):
     schema does not allow) and that says in the schema that it refuses NUL, with a pattern where DRF's refuses
     it unsaid."""
 
-    NO_NUL = RegexValidator(r"^[^\x00]*$", message=ProhibitNullCharactersValidator.message,
+    # `+`: an empty value never reaches the validators (allow_blank decides), and so the schema's blank option
+    # stays apart from the pattern, as drf-spectacular's oneOf needs.
+    NO_NUL = RegexValidator(r"^[^\x00]+$", message=ProhibitNullCharactersValidator.message,
                             code=ProhibitNullCharactersValidator.code)
 
     def __init__(self, **kwargs):
@@ -61,7 +62,7 @@ class JobRequestSerializer(CachedFieldsMixin, serializers.Serializer):
     `single_output`, `unsupported` ...) that the Workspace turns into its own words."""
 
     job_type = serializers.ChoiceField(choices=list(job_types.JOB_TYPES))
-    prompt = TextField(min_length=1, max_length=job_types.PROMPT_MAX_LENGTH, trim_whitespace=True)
+    prompt = TextField(max_length=job_types.PROMPT_MAX_LENGTH, trim_whitespace=True)
     negative_prompt = TextField(max_length=job_types.NEGATIVE_PROMPT_MAX_LENGTH, required=False, allow_blank=True,
                                 default="")
     num_images = serializers.ChoiceField(
@@ -350,14 +351,6 @@ class NegativePromptSerializer(serializers.Serializer):
                                         help_text="Why the group terms were added (none: they were not).")
     dropped = serializers.ListField(child=serializers.CharField(),
                                     help_text="Terms left out to fit the model's token window.")
-
-
-class TokenRequestSerializer(AuthTokenSerializer):
-    """DRF's, stating in the schema what it requires: a username and a password, neither blank."""
-
-    username = serializers.CharField(min_length=1, write_only=True)
-    password = serializers.CharField(min_length=1, trim_whitespace=False, write_only=True,
-                                     style={"input_type": "password"})
 
 
 class TokenSerializer(serializers.Serializer):

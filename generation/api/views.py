@@ -4,6 +4,7 @@ from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -33,7 +34,6 @@ from .serializers import (
     QuotaExceededSerializer,
     QuoteSerializer,
     ReferenceImageSerializer,
-    TokenRequestSerializer,
     TokenSerializer,
     VideoSerializer,
 )
@@ -255,10 +255,9 @@ class TokenView(ObtainAuthToken):
     """An API token for a username and password. Wrong passwords for an account, or from an address, slow it
     down and then lock it for a while (django-axes, ourvidz.lockout): 429 with Retry-After, whatever the password."""
 
-    serializer_class = TokenRequestSerializer
     permission_classes = [AllowAny]  # as DRF's (none), and the schema says that no login is needed
 
-    @extend_schema(request=TokenRequestSerializer, responses={
+    @extend_schema(request=AuthTokenSerializer, responses={
         200: TokenSerializer,
         400: OpenApiResponse(VALIDATION_ERROR.response, description="A blank field, or no such username and "
                              "password (`non_field_errors`)."),
