@@ -240,6 +240,7 @@ class Asset(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     size_bytes = models.PositiveBigIntegerField(default=0)
+    keep = models.BooleanField(default=False, help_text="Kept by its owner: never deleted by retention.")
     metadata = models.JSONField(default=dict, blank=True)  # generation.metadata.AssetMetadata
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
