@@ -6,7 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from . import job_types, outcomes, scheduler
+from . import job_types, outcomes, retention, scheduler
 from .models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -47,3 +47,12 @@ def stalled_jobs(now=None):
         limit = job_types.get(job.job_type).hard_time_limit(job.num_images) + GRACE_SECONDS
         if job.started_at < now - timedelta(seconds=limit):
             yield job
+
+
+@shared_task(name="generation.expire_outputs")
+def expire_outputs():
+    """Delete the images and videos whose retention has passed (generation.retention); daily."""
+    deleted = retention.delete_expired()
+    if any(deleted.values()):
+        log.info("retention deleted %(images)d images and %(videos)d videos", deleted)
+    return deleted

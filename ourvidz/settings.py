@@ -328,6 +328,9 @@ QUOTA_SUBMISSIONS_PER_MINUTE = env.list("QUOTA_SUBMISSIONS_PER_MINUTE", cast=int
 # Reference uploads per user per day, and the bytes of references a user may keep.
 QUOTA_REFERENCES_PER_DAY = env.list("QUOTA_REFERENCES_PER_DAY", cast=int, default=[100, 500])
 QUOTA_REFERENCE_BYTES = env.list("QUOTA_REFERENCE_BYTES", cast=int, default=[1024**3, 10 * 1024**3])
+# Days images and videos are kept before the daily housekeeping deletes them, per tier (0: forever); what a
+# user marks "keep" stays (generation.retention).
+RETENTION_DAYS = env.list("RETENTION_DAYS", cast=int, default=[0])
 
 REFERENCE_MAX_BYTES = env.int("REFERENCE_MAX_BYTES", 10 * 1024 * 1024)
 # A larger request body is refused (413) before it is read: a reference image and its form fields fit.
@@ -396,5 +399,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "generation.fail_stalled_jobs",
         "schedule": 60.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 60.0},
+    },
+    "expire-outputs": {
+        "task": "generation.expire_outputs",
+        "schedule": 24 * 3600.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600.0},
     },
 }

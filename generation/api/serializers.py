@@ -8,8 +8,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import capabilities, job_types, scheduler, storage
-from ..models import CreditEntry, Image, Job, JobStatus, ReferenceImage, ReferenceType, Video
+from .. import capabilities, job_types, retention, scheduler, storage
+from ..models import CreditEntry, Image, Job, JobStatus, ReferenceImage, ReferenceType, Video, tier_of
 
 
 class CachedFieldsMixin:
@@ -107,12 +107,34 @@ def error(message, code):
     return serializers.ErrorDetail(message, code=code)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A BooleanField that takes only JSON's true and false (DRF's also takes 1, "yes", "on", ... which the schema
+    does not allow)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class AssetSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     job_type = serializers.CharField(source="job.job_type", read_only=True)
     status = serializers.CharField(source="job.status", read_only=True)  # "completed": assets come with it
     title = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+    keep = StrictBooleanField(required=False, help_text="Kept: never deleted by retention. The only field a PATCH "
+                                                        "changes.")
+    expires_at = serializers.SerializerMethodField()
+
+    def get_expires_at(self, asset) -> datetime | None:
+        """When retention deletes it (RETENTION_DAYS after it was made); null when it is kept, by its owner or by
+        an installation that keeps everything."""
+        kept_for = self.context.setdefault("retention_days", {})  # per owner, read once per answer
+        if asset.user_id not in kept_for:
+            kept_for[asset.user_id] = retention.days(tier_of(asset.user))
+        expires = retention.expires_at(asset, kept_for[asset.user_id])
+        return serializers.DateTimeField().to_representation(expires) if expires else None
 
     def get_title(self, asset) -> str:
         return asset.prompt[:80]
@@ -130,7 +152,9 @@ class ImageSerializer(AssetSerializer):
     class Meta:
         model = Image
         fields = ["id", "job", "job_type", "image_index", "prompt", "title", "seed", "status", "quality",
-                  "format", "width", "height", "size_bytes", "url", "thumbnail_url", "metadata", "created_at"]
+                  "format", "width", "height", "size_bytes", "url", "thumbnail_url", "metadata", "created_at",
+                  "keep", "expires_at"]
+        read_only_fields = [name for name in fields if name != "keep"]
 
 
 class VideoSerializer(AssetSerializer):
@@ -140,7 +164,8 @@ class VideoSerializer(AssetSerializer):
         model = Video
         fields = ["id", "job", "job_type", "prompt", "title", "status", "quality", "format", "width", "height",
                   "duration", "fps", "frame_count", "size_bytes", "url", "signed_url_expires_at", "thumbnail_url",
-                  "metadata", "created_at"]
+                  "metadata", "created_at", "keep", "expires_at"]
+        read_only_fields = [name for name in fields if name != "keep"]
 
     def get_signed_url_expires_at(self, video) -> datetime:
         """When `url`, signed now, stops working."""

@@ -122,12 +122,13 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return Response(JobSerializer(job, context=self.get_serializer_context()).data)
 
 
-class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
-                   viewsets.GenericViewSet):
-    """Images or videos of the requesting user, filterable by job_type and status. Deleting one
-    deletes its files too (generation.receivers.delete_files)."""
+class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+                   mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Images or videos of the requesting user, filterable by job_type and status. A PATCH sets `keep` (kept ones
+    are never deleted by retention); deleting one deletes its files too (generation.receivers.delete_files)."""
 
     model = None
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]  # no PUT: only `keep` changes
 
     def get_queryset(self):
         return owned(self, self.model).select_related("job")

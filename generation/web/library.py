@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from .. import job_types, references
+from .. import job_types, references, retention
 from ..models import Image, Job, Video
 from ..storage import signed_url
 
@@ -278,7 +278,7 @@ def detail(request, kind, pk):
         "download_name": download_name(asset, kind), "siblings": siblings,
         "download_url": signed_url(asset.bucket, asset.path, request, download=download_name(asset, kind)),
         "poster_url": signed_url(asset.bucket, asset.thumbnail_path, request) if asset.thumbnail_path else None,
-        "back_url": _back_url(request),
+        "back_url": _back_url(request), "expires_at": retention.expires_at(asset),
     })
 
 
@@ -303,6 +303,16 @@ def use_as_reference(request, pk):
         messages.error(request, f"This image can't be used as a reference: {exc}")
         return redirect("library-detail", "image", pk)
     return redirect(reverse("workspace") + "?" + urlencode({"reference_image": ref.pk}))
+
+
+@login_required
+@require_http_methods(["POST"])
+def keep(request, kind, pk):
+    """Keep an image or video (retention never deletes it), or stop keeping it (form field `keep`: 1 or 0)."""
+    asset = _get_asset(request, kind, pk)
+    asset.keep = request.POST.get("keep") == "1"
+    asset.save(update_fields=["keep", "updated_at"])
+    return redirect("library-detail", kind, pk)
 
 
 @login_required

@@ -11,6 +11,7 @@ urlpatterns = [
     path("library/", library.index, name="library"),
     path("library/<str:kind>/<int:pk>/", library.detail, name="library-detail"),
     path("library/<str:kind>/<int:pk>/delete/", library.delete, name="library-delete"),
+    path("library/<str:kind>/<int:pk>/keep/", library.keep, name="library-keep"),
     path("library/image/<int:pk>/reference/", library.use_as_reference, name="library-reference"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("account/", account.account, name="account-page"),
