@@ -201,6 +201,11 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 OURVIDZ_SIGNUP = env.bool("OURVIDZ_SIGNUP", False)
 # Where the dashboard links operators to Flower.
 FLOWER_URL = env.str("FLOWER_URL", "http://127.0.0.1:5555/")
+# The bearer token Prometheus sends to /metrics (generation.web.metrics); empty: staff sessions only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+# OpenTelemetry tracing (ourvidz.tracing, the `tracing` extra), exported over OTLP/HTTP to the standard
+# OTEL_EXPORTER_OTLP_ENDPOINT; off, nothing of OpenTelemetry is imported.
+OTEL_ENABLED = env.bool("OTEL_ENABLED", False)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import account, accounts, dashboard, health, library, live, media, workspace
+from . import account, accounts, dashboard, health, library, live, media, metrics, workspace
 
 urlpatterns = [
     path("", workspace.workspace, name="workspace"),
@@ -22,5 +22,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("media/<str:bucket>/<path:name>", media.media, name="media"),
 ]

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 
+import torch
 from celery import signals
 from django.conf import settings
 
@@ -42,6 +43,32 @@ def publish():
 def publish_loaded(info):
     """Record what this worker's pool has loaded (model, dtype, device, memory)."""
     client().set(_key(presence.LOADED_SUFFIX), json.dumps(info))
+
+
+def gpu_memory(device):
+    """The memory in use and in all on GPU `device`, as its driver counts it (every process's share), in the
+    keys a loaded record carries them; {} for a device that is not a CUDA GPU."""
+    if device.type != "cuda":
+        return {}
+    free, total = torch.cuda.mem_get_info(device)
+    return {"gpu_memory_used_bytes": total - free, "gpu_memory_total_bytes": total}
+
+
+def keep_gpu_memory_fresh(info, device):
+    """On a CUDA `device`, publish `info` (what this pool process loaded) again every INTERVAL seconds with the
+    GPU's memory figures of the moment, from a thread of this process; nothing on the CPU. Measured here, in
+    the pool process: CUDA used by the worker's main process would break the pool processes it forks later."""
+    if device.type != "cuda":
+        return
+
+    def renew():
+        while not _stopped.wait(INTERVAL):
+            try:
+                publish_loaded({**info, **gpu_memory(device)})
+            except Exception as exc:  # Redis is down: the next round tries again
+                log.warning("could not publish the GPU memory figures: %s", exc)
+
+    threading.Thread(target=renew, name="gpu-memory", daemon=True).start()
 
 
 @signals.worker_init.connect

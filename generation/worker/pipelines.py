@@ -155,6 +155,7 @@ def report_loaded(pool, path, device, dtype, seconds, **extra):
         "dtype": dtype_name(dtype), "load_seconds": round(seconds, 2),
         "vram_bytes": torch.cuda.memory_allocated(device) if cuda else None,
         "vram_total_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
+        **heartbeats.gpu_memory(device),
         **extra,
     }
     log.info("%s pipeline loaded from %s on %s (%s) in %.1f s", pool, path, device, info["dtype"], seconds)
@@ -162,6 +163,7 @@ def report_loaded(pool, path, device, dtype, seconds, **extra):
         heartbeats.publish_loaded(info)
     except Exception:  # the report is informative; a Redis hiccup must not stop the worker
         log.warning("could not publish the loaded %s model", pool, exc_info=True)
+    heartbeats.keep_gpu_memory_fresh(info, device)
     return info
 
 
