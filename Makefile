@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned, so that the workers extra does not pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[workers,local,dev]'
+	$(BIN)/pip install --quiet -e '.[workers,local,dev,tracing]'
 	touch $@
 
 run: install

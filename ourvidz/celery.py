@@ -2,7 +2,9 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
+
+from ourvidz import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ourvidz.settings")
 # Set before a worker imports diffusers/transformers: models come from local folders only, and
@@ -15,3 +17,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # Finds generation.tasks (housekeeping). The pools' tasks are imported only by their own
 # workers (`celery worker --include sdxl_tasks.tasks`), so no process loads both pipelines.
 app.autodiscover_tasks()
+
+
+# Tracing (ourvidz.tracing) starts in each pool process, after the fork: the exporter's thread and connection
+# must belong to the process that runs the tasks.
+@signals.worker_process_init.connect(weak=False)
+def _start_tracing(**kwargs):
+    tracing.setup("ourvidz-worker")
+
+
+@signals.worker_process_shutdown.connect(weak=False)
+def _stop_tracing(**kwargs):
+    tracing.stop()

@@ -16,6 +16,8 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
+from ourvidz import tracing
+
 from .. import events, storage
 from ..metadata import JobMetadata
 from ..models import Job, JobStatus
@@ -96,10 +98,11 @@ class JobRun:
 
     @contextmanager
     def timed(self, phase):
-        """Add the time spent in the block to timings[phase]."""
+        """Add the time spent in the block to timings[phase] (and trace it as a span, when tracing)."""
         start = time.perf_counter()
         try:
-            yield
+            with tracing.span(phase):
+                yield
         finally:
             self._add(phase, time.perf_counter() - start)
 
@@ -107,6 +110,7 @@ class JobRun:
     def timed_steps(self, steps_phase, tail_phase):
         """Time a pipeline call in two parts, split at its last reported step: the steps (text
         encoding included), then what follows them (the VAE decode)."""
+        started_ns = time.time_ns()
         start = self.last_step_at = time.perf_counter()
         try:
             yield
@@ -115,6 +119,10 @@ class JobRun:
             split = max(start, min(self.last_step_at, end))
             self._add(steps_phase, split - start)
             self._add(tail_phase, end - split)
+            # The split is known only now: the two spans are recorded after the fact.
+            split_ns = started_ns + round((split - start) * 1e9)
+            tracing.record(steps_phase, started_ns, split_ns)
+            tracing.record(tail_phase, split_ns, started_ns + round((end - start) * 1e9))
 
     def _add(self, phase, seconds):
         self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 4)
@@ -167,6 +175,7 @@ def run(job_id, pool, generate, release=0):
         log.info("job %s is not runnable (cancelled, finished or released again); skipped", job_id)
         return
     job = with_database(lambda: Job.objects.get(pk=job_id), f"reading job {job_id}")
+    tracing.annotate({"ourvidz.job.id": str(job.pk), "ourvidz.job.type": job.job_type})
     events.publish_on_commit(job)
     if job.attempts > settings.JOB_MAX_ATTEMPTS:
         deaths = job.attempts - 1
