@@ -5,8 +5,20 @@ from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import credits, quotas, storage, submission
-from .models import Account, CreditEntry, CreditKind, Image, Job, JobStatus, NegativeTerm, ReferenceImage, Video
+from . import credits, quotas, storage, submission, webhooks
+from .models import (
+    Account,
+    CreditEntry,
+    CreditKind,
+    Image,
+    Job,
+    JobStatus,
+    NegativeTerm,
+    ReferenceImage,
+    Video,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 
 class AccountInline(admin.StackedInline):
@@ -137,6 +149,41 @@ class ImageAdmin(AssetAdmin):
 @admin.register(Video)
 class VideoAdmin(AssetAdmin):
     list_display = ["id", "preview", "user", "job", "duration", "created_at"]
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["number", "started_at", "seconds", "address", "status_code", "error",
+                                "response_excerpt"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Webhook deliveries with every attempt; "redeliver" sends chosen ones again (same id, same body)."""
+
+    list_display = ["id", "event", "status", "job", "url", "created_at", "next_attempt_at", "finished_at"]
+    list_filter = ["status", "event", "created_at"]
+    search_fields = ["id", "job__id", "url", "job__user__username"]
+    list_select_related = ["job"]
+    date_hierarchy = "created_at"
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # jobs' changes write them
+
+    @admin.action(description="Redeliver selected webhooks")
+    def redeliver(self, request, queryset):
+        again = webhooks.redeliver(queryset)
+        self.message_user(request, f"Sending {again} of {queryset.count()} webhook deliveries again.")
 
 
 @admin.register(ReferenceImage)

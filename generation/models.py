@@ -49,6 +49,8 @@ class Account(models.Model):
     credits = models.IntegerField(default=0, editable=False, help_text="Changed by grants, charges and refunds.")
     unlimited = models.BooleanField(
         default=False, help_text="Never charged (the ledger still records usage); staff never are either.")
+    # Signs the user's webhook deliveries (generation.webhooks.secret): made on first use, rotated by the user.
+    webhook_secret = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -178,6 +180,9 @@ class Job(models.Model):
     request_digest = models.CharField(max_length=64, blank=True)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="retries")
+    # Where to POST the job when it changes (generation.webhooks), and for which events (WebhookEvent values).
+    webhook = models.CharField(max_length=1000, blank=True)
+    webhook_events_filter = models.JSONField(default=list, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -309,3 +314,73 @@ class NegativeTerm(models.Model):
 
     def __str__(self):
         return self.term
+
+
+class WebhookEvent(models.TextChoices):
+    """What a job's webhook may be sent for (Job.webhook_events_filter)."""
+
+    START = "start"  # a worker started it
+    PROGRESS = "progress"  # a step of it (at most one such delivery waits per job)
+    OUTPUT = "output"  # its images or video were written: it completed
+    COMPLETED = "completed"  # it ended: completed, failed or cancelled
+
+
+class WebhookStatus(models.TextChoices):
+    PENDING = "pending"  # to be sent, or sent again after a failed attempt
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # given up: a 4xx or redirect, a refused address, or retried for WEBHOOK_RETRY_FOR
+
+
+class WebhookDelivery(models.Model):
+    """One webhook message about one change of a job, written in the transaction of that change (an outbox):
+    sent once it commits, retried under the same id until delivered or given up (generation.webhooks)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=10, choices=WebhookEvent.choices)
+    url = models.CharField(max_length=1000)
+    status = models.CharField(max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.PENDING)
+    # Exactly what is signed and sent: the job as the API showed it at the first attempt; retries send it again.
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # While pending: when the next attempt is due (an attempt under way holds it a little later).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    retry_until = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            # Progress must not flood a receiver: a new step waits for the pending one to go.
+            models.UniqueConstraint(fields=["job"], condition=models.Q(event="progress", status="pending"),
+                                    name="one_pending_progress_webhook"),
+        ]
+        indexes = [models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="webhook_due")]
+
+    def __str__(self):
+        return f"{self.event} of job {self.job_id} ({self.status})"
+
+    @property
+    def webhook_id(self):
+        """The `webhook-id` header: the same for every attempt, so that a receiver can drop repeats."""
+        return f"msg_{self.id.hex}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at sending a delivery and what came of it."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    seconds = models.FloatField(help_text="How long the attempt took.")
+    address = models.GenericIPAddressField(null=True, blank=True, help_text="The address connected to.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    response_excerpt = models.CharField(max_length=200, blank=True, help_text="The start of the response body.")
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self):
+        return f"attempt {self.number} of {self.delivery_id}: {self.status_code or self.error}"

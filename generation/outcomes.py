@@ -7,8 +7,8 @@ re-delivered report, or one about a job cancelled meanwhile, changes nothing.
 
 from django.db import transaction
 
-from . import credits, events, scheduler
-from .models import Image, Job, JobStatus, Video
+from . import credits, events, scheduler, webhooks
+from .models import Image, Job, JobStatus, Video, WebhookEvent
 
 
 def record_completion(job_id, outputs, metadata, fields, release=None):
@@ -46,6 +46,7 @@ def record_completion(job_id, outputs, metadata, fields, release=None):
         moved = Job.move(job.pk, JobStatus.COMPLETED, progress=1.0, metadata={**job.metadata, **metadata},
                          **fields)
         if moved:
+            webhooks.queue(job, WebhookEvent.OUTPUT, WebhookEvent.COMPLETED)
             events.publish_on_commit(job)
             transaction.on_commit(lambda: scheduler.kick(job.queue))  # its worker is free
     return moved
@@ -63,6 +64,7 @@ def record_failure(job_id, error, metadata, fields, release=None, refund=True):
         if moved and refund:
             credits.refund(job, "the job failed: " + error)
         if moved:
+            webhooks.queue(job, WebhookEvent.COMPLETED)
             events.publish_on_commit(job)
             transaction.on_commit(lambda: scheduler.kick(job.queue))
     return moved

@@ -10,9 +10,9 @@ import secrets
 
 from django.db import IntegrityError, transaction
 
-from . import credits, events, job_types, negative_prompts, quotas, scheduler
+from . import credits, events, job_types, negative_prompts, quotas, scheduler, webhooks
 from .metadata import JobMetadata
-from .models import Job, JobStatus, tier_of
+from .models import Job, JobStatus, WebhookEvent, tier_of
 
 
 def new_seed():
@@ -112,7 +112,8 @@ def _release(job):
 
 
 def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=None, aspect_ratio="",
-              reference_image=None, reference_type="", reference_strength=None, retry_of=None):
+              reference_image=None, reference_type="", reference_strength=None, retry_of=None, webhook="",
+              webhook_events_filter=webhooks.DEFAULT_EVENTS):
     """An unsaved Job with everything the worker needs: size, steps, seed, negative prompt."""
     jt = job_types.get(job_type)
     params = job_types.render_params(jt, aspect_ratio or None)
@@ -128,7 +129,7 @@ def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=Non
         frames=params["frames"], reference_image=reference_image, reference_type=reference_type or "",
         reference_strength=reference_strength if reference_image else None,
         expected_seconds=jt.expected_total(num_images), credits=jt.credits, metadata=metadata,
-        retry_of=retry_of, tier=tier_of(user),
+        retry_of=retry_of, tier=tier_of(user), webhook=webhook, webhook_events_filter=list(webhook_events_filter),
     )
 
 
@@ -140,6 +141,8 @@ def cancel(job):
         moved = waiting or Job.move(job.pk, JobStatus.CANCELLED)
         if waiting:
             credits.refund(job, "cancelled before it started")
+        if moved:
+            webhooks.queue(job, WebhookEvent.COMPLETED)
     if moved:
         events.publish_on_commit(job)
         if job.released_at is not None:
@@ -153,7 +156,8 @@ def retry(job):
         job.user, job.job_type, job.prompt, negative_prompt=job.metadata.get("user_negative_prompt", ""),
         num_images=job.num_images, seed=job.seed, aspect_ratio=job.aspect_ratio,
         reference_image=job.reference_image, reference_type=job.reference_type,
-        reference_strength=job.reference_strength, retry_of=job,
+        reference_strength=job.reference_strength, retry_of=job, webhook=job.webhook,
+        webhook_events_filter=job.webhook_events_filter,
     )
     _record(new)
     transaction.on_commit(lambda: scheduler.kick(new.queue))

@@ -6,7 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from . import job_types, outcomes, retention, scheduler
+from . import job_types, outcomes, retention, scheduler, webhooks
 from .models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,12 @@ def schedule():
         scheduler.recover_lost(pool.queue)
         released += len(scheduler.release(pool.queue))
     return released
+
+
+@shared_task(name="generation.resend_lost_webhooks")
+def resend_lost_webhooks():
+    """Beat's safety net for webhooks: deliveries due whose message the broker lost are sent again."""
+    return webhooks.resend_lost()
 
 
 @shared_task(name="generation.fail_stalled_jobs")

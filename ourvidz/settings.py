@@ -320,6 +320,19 @@ DATABASE_WAIT_SECONDS = env.int("DATABASE_WAIT_SECONDS", 60)
 EVENT_STREAMS_PER_USER = env.int("EVENT_STREAMS_PER_USER", 4)
 EVENT_STREAMS_PER_PROCESS = env.int("EVENT_STREAMS_PER_PROCESS", max(1, env.int("WEB_THREADS", 8) - 2))
 
+# --- Webhooks (generation.webhooks) -----------------------------------------------------------------
+
+# Hosts webhooks may reach over plain http and at internal addresses (loopback, private ...): none by default.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", 5.0)
+WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", 10.0)
+# Seconds before the first retry, doubled for each next one (at most an hour), with jitter; retried this long.
+WEBHOOK_RETRY_DELAY = env.float("WEBHOOK_RETRY_DELAY", 10.0)
+WEBHOOK_RETRY_FOR = env.int("WEBHOOK_RETRY_FOR", 24 * 3600)
+# The site's address as receivers reach it: file URLs in webhook bodies are made absolute with it.
+OURVIDZ_PUBLIC_URL = env.str("OURVIDZ_PUBLIC_URL", CSRF_TRUSTED_ORIGINS[0] if CSRF_TRUSTED_ORIGINS
+                             else "http://127.0.0.1:8000")
+
 # --- Credits and quotas (generation.credits, generation.quotas) ------------------------------------
 
 # Submissions cost their job type's credits; 0 turns charging off (the ledger still records usage).
@@ -404,6 +417,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "generation.fail_stalled_jobs",
         "schedule": 60.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 60.0},
+    },
+    "resend-lost-webhooks": {
+        "task": "generation.resend_lost_webhooks",
+        "schedule": SCHEDULER_INTERVAL,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": SCHEDULER_INTERVAL},
     },
     "expire-outputs": {
         "task": "generation.expire_outputs",

@@ -195,6 +195,19 @@ def test_secure_transport_is_on_when_the_site_is_served_over_https():
                 DJANGO_HSTS_SECONDS="300") == {"SECURE_HSTS_SECONDS": 300}
 
 
+WEBHOOK_SETTINGS = ("WEBHOOK_ALLOWED_HOSTS", "WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_READ_TIMEOUT", "WEBHOOK_RETRY_DELAY",
+                    "WEBHOOK_RETRY_FOR", "OURVIDZ_PUBLIC_URL")
+
+
+def test_webhook_settings_default_to_those_in_readme_and_are_read():
+    assert read(*WEBHOOK_SETTINGS) == {
+        "WEBHOOK_ALLOWED_HOSTS": [], "WEBHOOK_CONNECT_TIMEOUT": 5.0, "WEBHOOK_READ_TIMEOUT": 10.0,
+        "WEBHOOK_RETRY_DELAY": 10.0, "WEBHOOK_RETRY_FOR": 86400, "OURVIDZ_PUBLIC_URL": "http://127.0.0.1:8000"}
+    assert read("WEBHOOK_ALLOWED_HOSTS", "OURVIDZ_PUBLIC_URL", WEBHOOK_ALLOWED_HOSTS="hooks.lan, 10.0.0.5",
+                DJANGO_CSRF_TRUSTED_ORIGINS="https://vidz.example.com") == {
+        "WEBHOOK_ALLOWED_HOSTS": ["hooks.lan", "10.0.0.5"], "OURVIDZ_PUBLIC_URL": "https://vidz.example.com"}
+
+
 def production_environment(tmp_path, sdxl_tokenizer):
     """deploy/ourvidz.env.example as an operator fills it in: secrets instead of CHANGE-ME, and (on this test
     machine) the tokenizer of the tiny SDXL model where the real model would be."""

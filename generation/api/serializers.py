@@ -8,8 +8,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import capabilities, job_types, retention, scheduler, storage
-from ..models import CreditEntry, Image, Job, JobStatus, ReferenceImage, ReferenceType, Video, tier_of
+from .. import capabilities, job_types, retention, scheduler, storage, webhooks
+from ..models import (
+    CreditEntry,
+    Image,
+    Job,
+    JobStatus,
+    ReferenceImage,
+    ReferenceType,
+    Video,
+    WebhookAttempt,
+    WebhookDelivery,
+    tier_of,
+)
 
 
 class CachedFieldsMixin:
@@ -82,6 +93,26 @@ class JobRequestSerializer(CachedFieldsMixin, serializers.Serializer):
     reference_strength = serializers.FloatField(required=False, default=job_types.REFERENCE_STRENGTH_DEFAULT,
                                                 min_value=job_types.REFERENCE_STRENGTH_MIN,
                                                 max_value=job_types.REFERENCE_STRENGTH_MAX)
+    webhook = serializers.URLField(
+        required=False, allow_blank=True, default="", max_length=Job._meta.get_field("webhook").max_length,
+        help_text="An https URL to POST the job to as it changes (signed: Standard Webhooks); it must resolve to "
+                  "public addresses.")
+    webhook_events_filter = serializers.ListField(
+        child=serializers.ChoiceField(choices=webhooks.EVENTS), required=False, allow_empty=False,
+        max_length=len(webhooks.EVENTS), default=webhooks.DEFAULT_EVENTS,
+        help_text="What the webhook is sent for: start, progress (at most one waiting at a time), output (the "
+                  "images or video were written), completed (completed, failed or cancelled).")
+
+    def validate_webhook(self, url):
+        if url:
+            try:
+                webhooks.check_url(url)
+            except webhooks.Refused as exc:
+                raise serializers.ValidationError(str(exc), code="refused") from exc
+        return url
+
+    def validate_webhook_events_filter(self, events):
+        return list(dict.fromkeys(events))
 
     def validate(self, data):
         errors = {}
@@ -182,6 +213,8 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     duration = serializers.FloatField(read_only=True, allow_null=True)
     # Declared: DRF drops allow_blank from the read-only fields it builds, and "" (no reference) is a value.
     reference_type = serializers.ChoiceField(choices=ReferenceType.choices, allow_blank=True, read_only=True)
+    webhook_events_filter = serializers.ListField(child=serializers.ChoiceField(choices=webhooks.EVENTS),
+                                                  read_only=True)
     images = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
 
@@ -194,7 +227,7 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "height", "steps", "guidance", "frames", "reference_image", "reference_type",
             "reference_strength", "expected_generation_seconds", "credits", "progress", "current_step",
             "total_steps", "error_message", "metadata", "retry_of", "created_at", "started_at",
-            "completed_at", "duration", "images", "video",
+            "completed_at", "duration", "images", "video", "webhook", "webhook_events_filter",
         ]
         read_only_fields = fields  # a representation only: JobRequestSerializer is what clients send
 
@@ -376,6 +409,28 @@ class NegativePromptSerializer(serializers.Serializer):
                                         help_text="Why the group terms were added (none: they were not).")
     dropped = serializers.ListField(child=serializers.CharField(),
                                     help_text="Terms left out to fit the model's token window.")
+
+
+class WebhookAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookAttempt
+        fields = ["number", "started_at", "seconds", "status_code", "error", "response_excerpt"]
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    """One webhook message about a job (GET /api/jobs/{id}/webhooks/) and every attempt to send it."""
+
+    webhook_id = serializers.CharField(read_only=True, help_text="The webhook-id header, the same on every attempt.")
+    attempts = WebhookAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = WebhookDelivery
+        fields = ["webhook_id", "event", "url", "status", "created_at", "next_attempt_at", "retry_until",
+                  "finished_at", "attempts"]
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="whsec_…: verify deliveries with it (Standard Webhooks).")
 
 
 class TokenSerializer(serializers.Serializer):

@@ -18,6 +18,7 @@ urlpatterns = [
     path("negative-prompt/", views.NegativePromptView.as_view(), name="negative-prompt"),
     path("account/", views.AccountView.as_view(), name="account"),
     path("account/ledger/", views.LedgerView.as_view({"get": "list"}), name="ledger"),
+    path("account/webhook-secret/", views.WebhookSecretView.as_view(), name="webhook-secret"),
     path("", include(router.urls)),
     # Last: a path ending in a slash that nothing above serves (one without is first redirected to it).
     re_path(r"^.*/$", views.NotFoundView.as_view()),

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from ourvidz.lockout import locked_out
 
-from .. import capabilities, credits, job_types, negative_prompts, queues, quotas, references, submission
+from .. import capabilities, credits, job_types, negative_prompts, queues, quotas, references, submission, webhooks
 from ..models import CreditEntry, Image, Job, ReferenceImage, Video
 from . import filters, throttles
 from .schema import VALIDATION_ERROR
@@ -36,6 +36,8 @@ from .serializers import (
     ReferenceImageSerializer,
     TokenSerializer,
     VideoSerializer,
+    WebhookDeliverySerializer,
+    WebhookSecretSerializer,
 )
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -120,6 +122,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response({"detail": f"The job is already {job.status}."}, status=status.HTTP_409_CONFLICT)
         job.refresh_from_db()
         return Response(JobSerializer(job, context=self.get_serializer_context()).data)
+
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)  # the job's own: no list filters
+    def webhooks(self, request, pk=None):
+        """The job's webhook deliveries, newest first, each with every attempt to send it (status code, time,
+        error, the start of the answer)."""
+        deliveries = self.get_object().webhook_deliveries.prefetch_related("attempts")
+        return Response(WebhookDeliverySerializer(deliveries, many=True).data)
 
 
 class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
@@ -228,6 +238,18 @@ class AccountView(APIView):
         """Your credits balance, whether you are charged, your tier, your limits and your usage per job type
         (jobs, credits, GPU seconds)."""
         return Response(AccountSerializer(credits.summary(request.user)).data)
+
+
+class WebhookSecretView(APIView):
+    @extend_schema(responses=WebhookSecretSerializer)
+    def get(self, request):
+        """The secret your webhook deliveries are signed with (Standard Webhooks: verify them with it)."""
+        return Response(WebhookSecretSerializer({"secret": webhooks.secret(request.user)}).data)
+
+    @extend_schema(request=None, responses=WebhookSecretSerializer)
+    def post(self, request):
+        """Replace your webhook secret with a new one: every attempt from now on is signed with it."""
+        return Response(WebhookSecretSerializer({"secret": webhooks.rotate_secret(request.user)}).data)
 
 
 class LedgerView(mixins.ListModelMixin, viewsets.GenericViewSet):

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from ourvidz import tracing
 
-from .. import events, storage
+from .. import events, storage, webhooks
 from ..metadata import JobMetadata
-from ..models import Job, JobStatus
+from ..models import Job, JobStatus, WebhookEvent
 from ..signals import StoredOutput, job_completed, job_failed
 from . import heartbeats, images
 
@@ -85,9 +85,10 @@ class JobRun:
                                    f"{self.job.releases})")
             if step >= total or now - self._last_write >= settings.PROGRESS_INTERVAL:
                 self._last_write = now
-                Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
-                    current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0
-                )
+                with transaction.atomic():
+                    if Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
+                            current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0):
+                        webhooks.queue(self.job, WebhookEvent.PROGRESS)
                 events.publish_on_commit(self.job)
         except DATABASE_ERRORS as exc:
             log.warning("job %s: no progress written at step %s/%s, the database is unavailable (%s)",
@@ -163,9 +164,13 @@ def run(job_id, pool, generate, release=0):
     cannot be written are written once the database is back (the files are stored already); a render
     that needed the database goes back to the scheduler once it is back."""
     def start():
-        return Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release}, worker=heartbeats.identity(),
-                        started_at=timezone.now(), attempts=F("attempts") + 1, progress=0, current_step=0,
-                        error_message="")
+        with transaction.atomic():
+            moved = Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release},
+                             worker=heartbeats.identity(), started_at=timezone.now(), attempts=F("attempts") + 1,
+                             progress=0, current_step=0, error_message="")
+            if moved:  # its start webhook, recorded with the move
+                webhooks.queue(Job.objects.get(pk=job_id), WebhookEvent.START)
+            return moved
 
     try:
         moved = with_database(start, f"starting job {job_id}", patience=settings.DATABASE_WAIT_SECONDS)
