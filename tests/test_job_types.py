@@ -63,7 +63,8 @@ def test_a_valid_request_gets_the_defaults():
     assert request.validated_data == {
         "job_type": "sdxl_image_fast", "prompt": "a cat", "negative_prompt": "", "num_images": 1, "seed": None,
         "aspect_ratio": "", "reference_image": None, "reference_type": "",
-        "reference_strength": job_types.REFERENCE_STRENGTH_DEFAULT}
+        "reference_strength": job_types.REFERENCE_STRENGTH_DEFAULT, "webhook": "",
+        "webhook_events_filter": ["completed"]}
 
 
 def test_seeds_span_the_whole_range():
