@@ -57,8 +57,9 @@ def stalled_jobs(now=None):
 
 @shared_task(name="generation.expire_outputs")
 def expire_outputs():
-    """Delete the images and videos whose retention has passed (generation.retention); daily."""
+    """Delete the images, videos and webhook records whose retention has passed (generation.retention); daily."""
     deleted = retention.delete_expired()
     if any(deleted.values()):
-        log.info("retention deleted %(images)d images and %(videos)d videos", deleted)
+        log.info("retention deleted %(images)d images, %(videos)d videos and %(webhook_deliveries)d webhook "
+                 "deliveries", deleted)
     return deleted

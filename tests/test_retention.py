@@ -9,7 +9,7 @@ from helpers import Stack, worker_env
 from PIL import Image as PILImage
 
 from generation import retention, storage, submission
-from generation.models import Account, Image, Job, JobStatus, Tier, Video
+from generation.models import Account, Image, Job, JobStatus, Tier, Video, WebhookDelivery
 from generation.worker import images, runtime
 from ourvidz.celery import app
 
@@ -54,15 +54,21 @@ def test_expired_outputs_go_with_their_files_and_kept_ones_stay(alice, bob, sett
     recent, = finished(alice, days_old=29)
     bobs, = finished(bob, days_old=31)  # priority: 90 days
     assert all(stored(image) for image in (old, kept, recent, bobs))
+    for image, days_old in ((old, 31), (recent, 29), (bobs, 31)):  # each job's webhook records, as old
+        WebhookDelivery.objects.create(job_id=image.job_id, event="completed", url="https://hooks.example/x",
+                                       created_at=timezone.now() - timedelta(days=days_old),
+                                       retry_until=timezone.now())
 
     with django_capture_on_commit_callbacks(execute=True):  # files go once each batch commits
-        assert retention.delete_expired() == {"images": 2, "videos": 0}  # old and its unkept sibling
+        # old and its unkept sibling; the webhook records of old's job
+        assert retention.delete_expired() == {"images": 2, "videos": 0, "webhook_deliveries": 1}
+    assert set(WebhookDelivery.objects.values_list("job_id", flat=True)) == {recent.job_id, bobs.job_id}
     left = set(Image.objects.values_list("pk", flat=True))
     assert left == {kept.pk, recent.pk, bobs.pk}
     assert not stored(old) and not storage.get_storage().exists(old.bucket, old.thumbnail_path)
     assert stored(kept) and stored(recent) and stored(bobs)
     assert Job.objects.get(pk=old.job_id).status == JobStatus.COMPLETED  # the job stays, for ledger and usage
-    assert retention.delete_expired() == {"images": 0, "videos": 0}  # a second run deletes nothing more
+    assert retention.delete_expired() == {"images": 0, "videos": 0, "webhook_deliveries": 0}  # nothing more
 
 
 def test_keep_is_set_with_a_patch_and_nothing_else_changes(alice, alice_api, bob_api, settings):
