@@ -2,8 +2,8 @@
 
 The web tier is several gunicorn processes that restart now and then: a counter kept in one process's
 memory would show that process's share, and lose it at its restart. So nothing here counts in memory;
-`Collector` reads what every process shares when Prometheus asks (the jobs table, the credit ledger, the
-queues as the scheduler sees them, the workers' heartbeats), and any web process answers the same.
+`Collector` reads what every process shares when Prometheus asks (the jobs table, the credit ledger, the webhook
+deliveries, the queues as the scheduler sees them, the workers' heartbeats), and any web process answers the same.
 
 Counters are counts and sums of rows over all time; the wait and generation-time histograms count every
 finished job in fixed buckets, so Prometheus's rate() and increase() choose the window. They only go down
@@ -13,8 +13,9 @@ when rows are deleted (a user's account with its jobs), which Prometheus reads a
 import logging
 
 import redis
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Min, Q, Sum
 from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,7 +24,7 @@ from prometheus_client.core import (
 )
 
 from . import brokers, job_types, presence, queues, scheduler
-from .models import FINISHED, CreditEntry, CreditKind, Job, JobStatus
+from .models import FINISHED, CreditEntry, CreditKind, Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookStatus
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,17 @@ def credit_figures():
             .order_by())
     found = {row["job_type"]: (-(row["charged"] or 0), row["refunded"] or 0) for row in rows}
     return {name: found.get(name, (0, 0)) for name in _job_types(found)}
+
+
+def webhook_figures():
+    """Webhook deliveries on record, by (event, status), and the age in seconds of the oldest pending one (0 when
+    none is). Counts of rows, not counters: retention deletes old deliveries."""
+    rows = list(WebhookDelivery.objects.values("event", "status").annotate(
+        deliveries=Count("pk"), oldest=Min("created_at", filter=Q(status=WebhookStatus.PENDING))).order_by())
+    counts = {(event, status): 0 for event in WebhookEvent.values for status in WebhookStatus.values}
+    counts.update({(row["event"], row["status"]): row["deliveries"] for row in rows})
+    oldest = min((row["oldest"] for row in rows if row["oldest"] is not None), default=None)
+    return counts, (timezone.now() - oldest).total_seconds() if oldest else 0.0
 
 
 def pool_figures():
@@ -143,6 +155,17 @@ def credit_families(figures):
     return [charged, refunded]
 
 
+def webhook_families(figures):
+    """The webhook deliveries' metric families from webhook_figures()."""
+    counts, oldest = figures
+    deliveries = GaugeMetricFamily("ourvidz_webhook_deliveries", "Webhook deliveries on record: pending, delivered "
+                                   "or given up (failed), by event.", labels=["event", "status"])
+    for (event, status), number in counts.items():
+        deliveries.add_metric([event, status], number)
+    return [deliveries, GaugeMetricFamily("ourvidz_webhook_oldest_pending_seconds", "Age of the oldest webhook "
+                                          "delivery still pending (0 when none is).", value=oldest)]
+
+
 def pool_families(figures):
     """The queues' and workers' metric families from pool_figures()."""
     jobs = GaugeMetricFamily("ourvidz_queue_jobs", "A pool's unfinished jobs: waiting in the database, released "
@@ -184,6 +207,7 @@ class Collector:
     def collect(self):
         yield from job_families(job_figures())
         yield from credit_families(credit_figures())
+        yield from webhook_families(webhook_figures())
         broker_up = GaugeMetricFamily("ourvidz_broker_up", "1 when Redis (the broker and the workers' "
                                       "heartbeats) answered this scrape.")
         try:

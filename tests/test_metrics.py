@@ -13,8 +13,8 @@ from django.utils import timezone
 from helpers import ROOT, create_user
 from prometheus_client.parser import text_string_to_metric_families
 
-from generation import brokers, job_types, metrics, submission
-from generation.models import Job, JobStatus
+from generation import brokers, job_types, metrics, submission, webhooks
+from generation.models import Job, JobStatus, WebhookDelivery, WebhookEvent, WebhookStatus
 from generation.worker import heartbeats
 
 TOKEN = "scrape-me-7f3a"
@@ -220,6 +220,26 @@ def test_with_the_broker_down_the_database_figures_are_still_served(alice, setti
     assert not labelled(found, "ourvidz_queue_jobs") and not labelled(found, "ourvidz_workers_online")
 
 
+def test_webhook_deliveries_are_counted_by_event_and_status(alice, token):
+    job = submission.build_job(alice, "sdxl_image_fast", "a fox")
+    job.webhook, job.webhook_events_filter = "https://hooks.example.com/ourvidz", ["start", "completed"]
+    job.save()
+    started = webhooks.queue(job, WebhookEvent.START)
+    ended = webhooks.queue(job, WebhookEvent.COMPLETED)
+    retried = webhooks.queue(job, WebhookEvent.COMPLETED)
+    # As the webhooks worker leaves them: one delivered, one given up, one pending for two minutes now.
+    WebhookDelivery.objects.filter(pk=started.pk).update(status=WebhookStatus.DELIVERED)
+    WebhookDelivery.objects.filter(pk=ended.pk).update(status=WebhookStatus.FAILED)
+    WebhookDelivery.objects.filter(pk=retried.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+
+    found = scrape()
+    deliveries = series(found, "ourvidz_webhook_deliveries", "event", "status")
+    assert len(deliveries) == len(WebhookEvent.values) * len(WebhookStatus.values)
+    assert {key: n for key, n in deliveries.items() if n} == {
+        ("start", "delivered"): 1, ("completed", "failed"): 1, ("completed", "pending"): 1}
+    assert 120 <= value(found, "ourvidz_webhook_oldest_pending_seconds") < 3600
+
+
 def test_a_cpu_worker_reports_no_gpu_memory():
     assert heartbeats.gpu_memory(torch.device("cpu")) == {}
 
@@ -227,7 +247,7 @@ def test_a_cpu_worker_reports_no_gpu_memory():
 def test_the_figures_take_a_fixed_number_of_queries(alice, django_assert_max_num_queries, token):
     for _ in range(5):
         finish(alice, "sdxl_image_fast", JobStatus.COMPLETED, timedelta(seconds=3), timedelta(seconds=4))
-    with django_assert_max_num_queries(2 + len(job_types.POOLS)):
+    with django_assert_max_num_queries(3 + len(job_types.POOLS)):
         list(metrics.Collector().collect())
 
 
@@ -288,7 +308,8 @@ def test_the_grafana_dashboard_reads_only_metrics_that_are_exposed(token):
     for name in ["ourvidz_jobs_submitted_total", "ourvidz_jobs_finished_total", "ourvidz_queue_jobs",
                  "ourvidz_job_wait_seconds_bucket", "ourvidz_job_generation_seconds_bucket",
                  "ourvidz_job_generation_ratio_sum", "ourvidz_workers_online", "ourvidz_worker_online",
-                 "ourvidz_worker_gpu_memory_used_bytes", "ourvidz_credits_charged_total"]:
+                 "ourvidz_worker_gpu_memory_used_bytes", "ourvidz_credits_charged_total",
+                 "ourvidz_webhook_deliveries"]:
         assert name in used, name
 
 
