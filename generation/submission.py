@@ -66,6 +66,7 @@ def submit(user, validated, idempotency_key=None, digest=""):
         raise
     # Immediately in autocommit mode; inside a caller's transaction, only once it commits.
     transaction.on_commit(lambda: _release(job))
+    events.publish_on_commit(job)  # the user's other open pages show the queued job at once
     return job, True
 
 
@@ -161,4 +162,5 @@ def retry(job):
     )
     _record(new)
     transaction.on_commit(lambda: scheduler.kick(new.queue))
+    events.publish_on_commit(new)  # as for a submission: the user's other open pages show it at once
     return new

@@ -222,6 +222,24 @@ def test_a_job_whose_pool_has_no_worker_says_why_it_waits(page, alice, log_in, m
     screenshot("completed")
 
 
+def test_another_tab_shows_a_queued_job_at_once(page, alice, log_in, monkeypatch, screenshot):
+    # As above, the SDXL pool gets a queue no worker serves: the job waits, and no worker's event announces it.
+    queue = f"sdxl_queue.test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(job_types.POOLS, "sdxl", replace(job_types.POOLS["sdxl"], queue=queue))
+    log_in(alice)
+    other = page.context.new_page()  # a second tab of the same logged-in browser
+    other.goto("/")
+    expect(other.locator("#live-status")).to_have_attribute("data-state", "live")
+    choose(page, "kind", "image")
+    choose(page, "model", "sdxl")
+    page.locator("textarea[name=prompt]").fill("a kite seen from another tab")
+    job_id = submit_job(page)
+    expect(card(other, job_id)).to_have_attribute("data-status", "queued")
+    expect(card(other, job_id)).to_contain_text("a kite seen from another tab")
+    screenshot("submitting tab")
+    assert Job.objects.get(pk=job_id).status == "queued"
+
+
 def test_delete_an_asset_from_the_library(page, alice, log_in, live_workers, screenshot, live_server):
     video_job = finished_job(alice, live_workers, job_type="video_fast", prompt="a candle flickering")
     kept_job = finished_job(alice, live_workers, job_type="sdxl_image_fast", prompt="a picture to keep")
