@@ -62,7 +62,7 @@ def job_type_rows():
     online = presence.online()
     return [
         {
-            **asdict(jt), "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
+            **asdict(jt), "label": jt.label, "queue": jt.queue, "kind": jt.kind, "bucket": jt.bucket,
             "num_images": list(job_types.NUM_IMAGES_CHOICES) if jt.batched else [1],
             "aspect_ratios": job_types.aspect_ratios(jt), "render": job_types.render_params(jt),
             "reference_types": sorted(reference_types(jt, online)),

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from . import quotas
+from . import job_types, quotas
 from .models import Account, CreditEntry, CreditKind, Job, Tier, tier_of
 
 
@@ -74,7 +74,8 @@ def charge(job):
     user = job.user
     free = _free(user)  # the account's `unlimited` is read by the statement itself
     params = {"user": user.pk, "price": job.credits, "free": bool(free), "free_reason": f"not charged ({free})",
-              "reason": f"{job.job_type} job", "job": job.pk, "job_type": job.job_type, "now": timezone.now()}
+              "reason": f"{job_types.label(job.job_type)} job", "job": job.pk, "job_type": job.job_type,
+              "now": timezone.now()}
     with connection.cursor() as cursor:
         cursor.execute(CHARGE_SQL, params)
         row = cursor.fetchone()
@@ -121,7 +122,8 @@ def usage(user):
             .annotate(jobs=Count("id"), gpu_seconds=Sum("gpu_seconds")).order_by("job_type"))
     spent = dict(CreditEntry.objects.filter(user=user, kind__in=[CreditKind.CHARGE, CreditKind.REFUND])
                  .values_list("job_type").annotate(total=Sum("amount")).values_list("job_type", "total"))
-    return [{"job_type": row["job_type"], "jobs": row["jobs"], "credits": -(spent.get(row["job_type"]) or 0),
+    return [{"job_type": row["job_type"], "label": job_types.label(row["job_type"]), "jobs": row["jobs"],
+             "credits": -(spent.get(row["job_type"]) or 0),
              "gpu_seconds": round(row["gpu_seconds"] or 0.0, 1)} for row in jobs]
 
 

@@ -12,6 +12,7 @@ from django.conf import settings
 @dataclass(frozen=True)
 class Pool:
     name: str
+    label: str  # the model's name as the pages show it
     queue: str
     task: str  # Celery task name; the web tier sends by name and never imports the pool
     aspect_ratios: dict  # "w:h" -> (width, height)
@@ -20,12 +21,14 @@ class Pool:
 POOLS = {
     "sdxl": Pool(
         name="sdxl",
+        label="SDXL",
         queue="sdxl_queue",
         task="sdxl.generate",
         aspect_ratios={"1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344)},
     ),
     "wan": Pool(
         name="wan",
+        label="WAN",
         queue="wan_queue",
         task="wan.generate",
         aspect_ratios={"1:1": (624, 624), "16:9": (832, 480), "9:16": (480, 832)},
@@ -60,6 +63,11 @@ class JobType:
     @property
     def kind(self):
         return "video" if self.format == "mp4" else "image"
+
+    @property
+    def label(self):
+        """The type's name for people (pages, API): "SDXL image · fast", "WAN video · high · enhanced"."""
+        return f"{POOLS[self.pool].label} {self.kind} · {self.quality}" + (" · enhanced" if self.enhanced else "")
 
     @property
     def bucket(self):
@@ -132,6 +140,11 @@ DEV_FRAME_DIVISOR = 10
 def get(name):
     """The JobType called `name`; KeyError when there is none."""
     return JOB_TYPES[name]
+
+
+def label(name):
+    """The display name of the type called `name`; the name itself for a type no longer in the table."""
+    return JOB_TYPES[name].label if name in JOB_TYPES else name
 
 
 def aspect_ratios(job_type):

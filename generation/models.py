@@ -92,6 +92,11 @@ class CreditEntry(models.Model):
     def __str__(self):
         return f"{self.kind} {self.amount:+d} for {self.user} ({self.reason})"
 
+    @property
+    def job_label(self):
+        """The job type's name for people (the ledger page)."""
+        return job_types.label(self.job_type)
+
 
 def tier_of(user):
     """The tier `user`'s jobs are scheduled at: staff are priority, others what their Account says."""

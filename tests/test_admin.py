@@ -62,7 +62,7 @@ def test_cancel_and_retry_actions(admin_client, alice, django_capture_on_commit_
         admin_client.post("/admin/generation/job/", {"action": "retry_jobs",
                                                      "_selected_action": [failed.pk, queued.pk]})
     retry = Job.objects.get(retry_of=failed)
-    assert retry.status == JobStatus.QUEUED and retry.seed == 5 and len(sent) == 1
+    assert retry.status == JobStatus.QUEUED and retry.seed == 5 and len(sent) == 2  # the release and the pages' event
     assert not Job.objects.filter(retry_of=queued).exists()  # only failed jobs are retried
 
 

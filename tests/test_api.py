@@ -369,6 +369,7 @@ def test_job_types_endpoint(alice_api):
     assert sdxl["steps"] == 25 and sdxl["num_images"] == [1, 3, 6] and sdxl["bucket"] == "sdxl-image-high"
     video = next(r for r in rows if r["name"] == "video7b_high_enhanced")
     assert video["frames"] == 81 and video["enhanced"] and video["queue"] == "wan_queue"
+    assert (sdxl["label"], video["label"]) == ("SDXL image · high", "WAN video · high · enhanced")
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -454,7 +455,7 @@ def test_browsable_api_offers_and_accepts_the_submission_form(alice, django_capt
         response = browser.post("/api/jobs/", {"job_type": "image_fast", "prompt": "from the form",
                                                "csrfmiddlewaretoken": csrf}, HTTP_ACCEPT="application/json")
     assert response.status_code == 201, response.content
-    assert response.json()["prompt"] == "from the form" and len(sent) == 1
+    assert response.json()["prompt"] == "from the form" and len(sent) == 2  # the release and the pages' event
 
 
 def test_job_events_stream_the_users_jobs_as_they_change(alice_client, alice, bob, monkeypatch,

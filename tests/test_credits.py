@@ -280,7 +280,10 @@ def test_the_account_page_shows_balance_limits_usage_and_the_ledger(alice, alice
     html = page.content.decode()
     assert page.status_code == 200
     assert 'id="credits-balance">998 credits<' in html  # the top bar, on every page
-    assert "<strong>998</strong> credits" in html and "sdxl_image_high" in html
+    assert "<strong>998</strong> credits" in html
+    # Job types by the names people read (usage table and ledger), never the internal ones.
+    assert "<td>SDXL image · high</td>" in html and "charge · SDXL image · high" in html
+    assert "sdxl_image_high" not in html
     assert "Jobs waiting or running at once</th><td>50<" in html
     assert "sign-up credits" in html and "-2" in html
 

@@ -101,7 +101,8 @@ def test_index_lists_only_the_users_assets_newest_first_with_thumbnails(alice_cl
     assert shown == mine
     html = response.content.decode()
     assert "someone else" not in html and "three foxes in snow" in html and "waves on a rock" in html
-    assert html.count('class="tile-link"') == 4 and "video-marker" in html and "video_fast" in html
+    assert html.count('class="tile-link"') == 4 and "video-marker" in html
+    assert "WAN video · fast" in html and "video_fast" not in html  # the job type as people read it
     # Every thumbnail is a signed URL of the asset's own thumbnail, and it serves.
     thumbs = [unescape(src) for src in re.findall(r'<img src="([^"]+)"', html)]
     assert len(thumbs) == 4
@@ -225,7 +226,8 @@ def test_detail_shows_every_parameter_the_seed_and_a_reuse_link(alice_client, al
     assert params["Seed"] == "1001" and params["Job seed"] == "1000"  # the image's own seed
     assert params["Negative prompt"] == "blurry"
     assert unescape(params["Negative prompt used"]) == job.negative_prompt and job.negative_prompt != "blurry"
-    assert params["Job type"] == "sdxl_image_high" and params["Quality"] == "high"
+    assert params["Job type"] == "SDXL image · high" and params["Quality"] == "high"
+    assert "Image · SDXL image · high ·" in html  # the subtitle
     assert params["Model"] == "test-model" and params["Sampler"] == "TestScheduler"
     assert params["Steps"] == str(job.steps) and params["Guidance"] == str(job.guidance)
     assert params["Size"] == f"{second.width} × {second.height}" and params["Aspect ratio"] == "16:9"

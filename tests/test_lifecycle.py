@@ -145,7 +145,7 @@ def test_retry_creates_a_new_job_pointing_back(alice, django_capture_on_commit_c
         new = submission.retry(Job.objects.get(pk=job.pk))
     assert new.pk != job.pk and new.retry_of_id == job.pk and new.status == JobStatus.QUEUED
     assert (new.seed, new.num_images, new.negative_prompt) == (99, 3, job.negative_prompt)
-    assert len(sent) == 1
+    assert len(sent) == 2  # the scheduler's kick and the event for the user's open pages
 
 
 def test_time_limits_come_from_the_table(settings):

@@ -272,6 +272,7 @@ class JobTypeSerializer(serializers.Serializer):
     """One row of the job-type table as GET /api/job-types/ serves it (generation.capabilities.job_type_rows)."""
 
     name = serializers.CharField()
+    label = serializers.CharField(help_text='The name people see, e.g. "SDXL image · fast".')
     pool = serializers.CharField()
     queue = serializers.CharField()
     kind = serializers.CharField(help_text="image or video")

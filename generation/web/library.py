@@ -125,7 +125,7 @@ def _tile(row, request):
     return {
         "kind": row["asset_kind"], "id": row["asset_id"], "created_at": row["created"],
         "prompt": row["asset_prompt"], "quality": row["asset_quality"], "job_type": row["asset_job_type"],
-        "duration": row["asset_duration"],
+        "job_label": job_types.label(row["asset_job_type"]), "duration": row["asset_duration"],
         "thumbnail_url": signed_url(row["asset_bucket"], row["thumb"], request) if row["thumb"] else None,
         "url": reverse("library-detail", args=[row["asset_kind"], row["asset_id"]]),
     }
@@ -212,7 +212,7 @@ def parameters(asset, kind):
         rows.append(("Job seed", job.seed))
     if kind == "image" and job.num_images > 1:
         rows.append(("Batch", f"image {asset.image_index + 1} of {job.num_images}"))
-    rows.append(("Job type", job.job_type))
+    rows.append(("Job type", job_types.label(job.job_type)))
     rows.append(("Quality", job.quality))
     rows.append(("Model", meta.get("model") or job.model_type))
     if meta.get("sampler"):
@@ -274,6 +274,7 @@ def detail(request, kind, pk):
                     .only("id", "bucket", "thumbnail_path").order_by("image_index")]
     return render(request, "library/detail.html", {
         "section": "library", "kind": kind, "asset": asset, "job": asset.job, "url": url,
+        "job_label": job_types.label(asset.job.job_type),
         "params": parameters(asset, kind), "reuse_url": reuse_url(asset),
         "download_name": download_name(asset, kind), "siblings": siblings,
         "download_url": signed_url(asset.bucket, asset.path, request, download=download_name(asset, kind)),
@@ -327,5 +328,6 @@ def delete(request, kind, pk):
     thumbnail_url = signed_url(asset.bucket, asset.thumbnail_path, request) if asset.thumbnail_path else None
     return render(request, "library/confirm_delete.html", {
         "section": "library", "kind": kind, "asset": asset, "thumbnail_url": thumbnail_url,
+        "job_label": job_types.label(asset.job.job_type),
         "detail_url": reverse("library-detail", args=[kind, pk]),
     })

@@ -236,6 +236,7 @@ def test_another_tab_shows_a_queued_job_at_once(page, alice, log_in, monkeypatch
     job_id = submit_job(page)
     expect(card(other, job_id)).to_have_attribute("data-status", "queued")
     expect(card(other, job_id)).to_contain_text("a kite seen from another tab")
+    expect(card(other, job_id)).to_contain_text("SDXL image · fast")  # the job type as people read it
     screenshot("submitting tab")
     assert Job.objects.get(pk=job_id).status == "queued"
 

@@ -41,10 +41,9 @@ export function modelLabel(pool) {
   return pool === "sdxl" ? "SDXL" : "WAN";
 }
 
-// A job-type row of the page data in words: "SDXL image · fast", "WAN video · high · enhanced".
+// A job-type row of the page data in words ("SDXL image · fast"): the job-type table's label.
 export function typeLabel(type) {
-  if (!type) return "";
-  return `${modelLabel(type.pool)} ${type.kind} · ${type.quality}${type.enhanced ? " · enhanced" : ""}`;
+  return type ? type.label : "";
 }
 
 export function timeLabel(iso) {
