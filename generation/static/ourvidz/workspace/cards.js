@@ -89,6 +89,8 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     upsert(job, { fresh: true });
     const card = cardFor(job.id);
     if (card && window.matchMedia("(max-width: 900px)").matches) {
+      // Clear of the sticky header, whose height depends on how its links wrap on this screen.
+      card.style.scrollMarginTop = `${$("header.topbar").offsetHeight + 12}px`;
       card.scrollIntoView({ behavior: "smooth", block: "start" });
     }
   }
