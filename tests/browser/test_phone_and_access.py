@@ -83,10 +83,11 @@ def contrast_ratio(one, other):
     return (lighter + 0.05) / (darker + 0.05)
 
 
-def test_selected_segments_are_readable(page, alice, log_in):
+def test_selected_segments_and_buttons_are_readable(page, alice, log_in):
     log_in(alice)
-    selected = page.locator(".segmented input:checked + label").first
-    expect(selected).to_be_visible()
-    colours = selected.evaluate("el => { const s = getComputedStyle(el); return [s.color, s.backgroundColor]; }")
-    text, background = ([int(v) for v in re.findall(r"\d+", c)[:3]] for c in colours)
-    assert contrast_ratio(text, background) >= 4.5, colours
+    for control in (page.locator(".segmented input:checked + label").first,
+                    page.locator("#submit-job")):
+        expect(control).to_be_visible()
+        colours = control.evaluate("el => { const s = getComputedStyle(el); return [s.color, s.backgroundColor]; }")
+        text, background = ([int(v) for v in re.findall(r"\d+", c)[:3]] for c in colours)
+        assert contrast_ratio(text, background) >= 4.5, colours
