@@ -282,6 +282,26 @@ def test_too_long_prompt_and_seed_limits_come_from_the_page_data(page, alice, lo
     assert not Job.objects.exists()
 
 
+def test_a_long_paste_cut_to_the_prompt_limit_says_so(page, alice, log_in):
+    log_in(alice)
+    prompt = page.locator("textarea[name=prompt]")
+    prompt.fill("a" * 9200)  # as a paste: all of it at once
+    expect(prompt).to_have_value("a" * job_types.PROMPT_MAX_LENGTH)
+    expect(field_error(page, "prompt")).to_have_text(
+        f"Cut to {job_types.PROMPT_MAX_LENGTH} characters: a prompt holds {job_types.PROMPT_MAX_LENGTH} at most, "
+        "and this one would have had 9200.")
+    prompt.fill("a short prompt again")  # what fits says nothing
+    expect(field_error(page, "prompt")).to_have_text("")
+
+    # A real paste from the clipboard, into a box that already holds some text.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.evaluate("text => navigator.clipboard.writeText(text)", "b" * 9200)
+    prompt.press("End")
+    prompt.press("ControlOrMeta+V")
+    expect(prompt).to_have_value("a short prompt again" + "b" * (job_types.PROMPT_MAX_LENGTH - 20))
+    expect(field_error(page, "prompt")).to_contain_text("and this one would have had 9220.")
+
+
 def test_too_large_upload_says_both_sizes(page, alice, log_in, settings, allow_console_errors):
     allow_console_errors(BAD_REQUEST)
     settings.REFERENCE_MAX_BYTES = 300_000  # the page data tells the script the same limit

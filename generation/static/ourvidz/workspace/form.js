@@ -264,6 +264,7 @@ export function createForm({ form, data, errors, onCreated }) {
     if (name) errors.clearFieldError(name);
   }
 
+  let promptLength = 0; // what the prompt box's last input would have made (onPromptBeforeInput)
   function onInput(event) {
     const name = event.target.name;
     if (name === "prompt" || name === "negative_prompt") {
@@ -275,7 +276,23 @@ export function createForm({ form, data, errors, onCreated }) {
       syncSeed();
     }
     if (name === "reference_strength") showStrength();
-    if (name) errors.clearFieldError(name);
+    if (name === "prompt" && event.target.value.length < promptLength) showPromptCut();
+    else if (name) errors.clearFieldError(name);
+    promptLength = 0;
+  }
+
+  // The prompt box's maxlength cuts a long paste without a word. beforeinput still has the whole text:
+  // note how long the prompt would be, and the input event that follows says so if it came out shorter.
+  function onPromptBeforeInput(event) {
+    const box = event.target;
+    const text = event.data ?? (event.dataTransfer ? event.dataTransfer.getData("text/plain") : "");
+    promptLength = box.value.length - (box.selectionEnd - box.selectionStart) + (text || "").length;
+  }
+
+  function showPromptCut() {
+    const max = limits.prompt_max_length;
+    errors.setFieldError("prompt", `Cut to ${max} characters: a prompt holds ${max} at most, and this one ` +
+      `would have had ${promptLength}.`);
   }
 
   // Ctrl/Cmd + Enter in the prompt submits.
@@ -294,5 +311,6 @@ export function createForm({ form, data, errors, onCreated }) {
     preview.load();
   }
 
-  return { field, syncControls, applySettings, reuseSeed, submit, onChange, onInput, onPromptKeydown, start };
+  return { field, syncControls, applySettings, reuseSeed, submit, onChange, onInput, onPromptBeforeInput, onPromptKeydown,
+    start };
 }

@@ -30,6 +30,7 @@ form.addEventListener("submit", controls.submit);
 form.addEventListener("change", controls.onChange);
 form.addEventListener("input", controls.onInput);
 form.elements.prompt.addEventListener("keydown", controls.onPromptKeydown);
+form.elements.prompt.addEventListener("beforeinput", controls.onPromptBeforeInput);
 $("#reference-upload").addEventListener("change", references.upload);
 jobsEl.addEventListener("click", cards.onClick);
 window.addEventListener("pagehide", live.onPageHide);
