@@ -3,6 +3,7 @@ out of reach (503, never a 500)."""
 
 import logging
 
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
@@ -37,6 +38,20 @@ class RequestSizeLimitMiddleware:
             return refusal(request, 413, "Too large",
                            f"The request is {length} bytes; the most accepted is {settings.REQUEST_MAX_BYTES}.")
         return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware for what a browser renders as a page. A JSON answer loads nothing, so it gets a
+    fixed policy that allows nothing at all: django-csp builds its header anew for every response, which cost
+    nearly 1 ms of each API call's CPU."""
+
+    JSON_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+    def process_response(self, request, response):
+        if response.get("Content-Type", "").startswith("application/json"):
+            response.setdefault("Content-Security-Policy", self.JSON_POLICY)
+            return response
+        return super().process_response(request, response)
 
 
 class DatabaseUnavailableMiddleware:

@@ -109,7 +109,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ourvidz.middleware.RequestSizeLimitMiddleware",  # first: nothing may read an oversized body
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "ourvidz.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, a fixed policy for JSON
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

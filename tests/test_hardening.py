@@ -55,8 +55,11 @@ def test_the_proxy_in_deploy_refuses_the_same_sizes():
 
 
 def test_pages_and_the_api_send_a_content_security_policy(alice_client, alice_api):
-    for response in (alice_client.get("/"), alice_client.get("/library/"), alice_api.get("/api/jobs/"),
-                     alice_client.get("/accounts/login/")):
+    # A JSON answer loads nothing: its policy allows nothing.
+    api = alice_api.get("/api/jobs/")
+    assert api["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert api["X-Content-Type-Options"] == "nosniff"
+    for response in (alice_client.get("/"), alice_client.get("/library/"), alice_client.get("/accounts/login/")):
         policy = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";"))
         assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
         assert policy["object-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
