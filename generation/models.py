@@ -28,6 +28,17 @@ TRANSITIONS = {
 }
 FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
+
+class JobPhase(models.TextChoices):
+    """What a running job's worker is doing now, in the order a job goes through them."""
+
+    LOADING = "loading"  # the model, or the reference image
+    ENHANCING = "enhancing"  # the LLM rewrites the prompt
+    STEPS = "steps"  # denoising: current_step of total_steps
+    DECODING = "decoding"  # latents to pixels
+    ENCODING = "encoding"  # PNG or MP4
+    SAVING = "saving"  # files to storage, rows to the database
+
 JOB_TYPE_CHOICES = [(name, name) for name in job_types.JOB_TYPES]
 
 
@@ -165,6 +176,10 @@ class Job(models.Model):
     progress = models.FloatField(default=0.0)  # 0..1
     current_step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
+    # While processing: the worker's phase, and its seconds per denoising step so far (its own clock's
+    # intervals, so a host's clock error does not matter), from which the remaining time is estimated.
+    phase = models.CharField(max_length=10, choices=JobPhase.choices, blank=True)
+    step_seconds = models.FloatField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Seconds the worker's accelerator (or CPU) spent rendering it: the cost basis behind the credits.
     gpu_seconds = models.FloatField(null=True, blank=True)
