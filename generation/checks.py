@@ -27,3 +27,11 @@ def sdxl_tokenizer(app_configs, **kwargs):
         return [checks.Warning(str(exc), hint="Run `manage.py setup` or set SDXL_TOKENIZER_PATH.",
                                id="ourvidz.W001")]
     return []
+
+
+@checks.register()
+def previews(app_configs, **kwargs):
+    """PREVIEWS names how running jobs are pictured; a typo would silently turn them off."""
+    if settings.PREVIEWS not in ("latent", "off"):
+        return [checks.Error(f"PREVIEWS is {settings.PREVIEWS!r}; it must be 'latent' or 'off'.", id="ourvidz.E002")]
+    return []

@@ -8,6 +8,8 @@ announced. Publishing never fails a job: Redis trouble only costs liveness, and 
 to polling.
 """
 
+import base64
+import json
 import logging
 import time
 
@@ -36,10 +38,23 @@ def _publish(user_id, job_id):
         log.warning("could not publish an update of job %s", job_id, exc_info=True)
 
 
+def publish_preview(job, webp, step, total):
+    """Send a picture of `job` while it renders (WebP bytes, at step `step` of `total`) to its owner's open
+    pages, at once: it is never stored, and a page that is not open misses it."""
+    message = {"id": str(job.pk), "step": step, "total_steps": total,
+               "image": "data:image/webp;base64," + base64.b64encode(webp).decode()}
+    client().publish(channel(job.user_id), json.dumps(message))
+
+
+def is_preview(message):
+    """Whether a message from changed_jobs() is a preview (JSON) rather than a job id."""
+    return message.startswith("{")
+
+
 def changed_jobs(user_id, seconds, heartbeat=10.0):
-    """Ids of the user's jobs as they change, for `seconds`, and None every `heartbeat` seconds
-    without news (so a stream can show it is alive). Subscribed on return, so nothing published
-    after this call is missed."""
+    """Ids of the user's jobs as they change (and their previews: is_preview()), for `seconds`, and None
+    every `heartbeat` seconds without news (so a stream can show it is alive). Subscribed on return, so
+    nothing published after this call is missed."""
     pubsub = client().pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(channel(user_id))
     return _relay(pubsub, seconds, heartbeat)

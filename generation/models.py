@@ -250,6 +250,8 @@ class Job(models.Model):
         allowed_from = [s for s, targets in TRANSITIONS.items() if to in targets]
         if to in FINISHED:
             fields.setdefault("completed_at", timezone.now())
+        if to != JobStatus.PROCESSING:
+            fields.setdefault("phase", "")  # a phase is what a running job's worker does
         jobs = cls.objects.filter(pk=job_id, status__in=allowed_from, **(only_if or {}))
         return bool(jobs.update(status=to, **fields))
 

@@ -34,7 +34,7 @@ from django.utils import timezone
 from ourvidz.celery import app as celery_app
 
 from . import brokers, capabilities, events, job_types, presence
-from .models import Job, JobStatus, Tier, tier_of
+from .models import Job, JobPhase, JobStatus, Tier, tier_of
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ def recover_orphans(queue):
     if not gone:
         return 0
     orphans = Job.objects.filter(queue=queue, status=JobStatus.PROCESSING, worker__in=gone)
-    moved = orphans.update(status=JobStatus.QUEUED, released_at=None, worker="", progress=0, current_step=0)
+    moved = orphans.update(status=JobStatus.QUEUED, released_at=None, worker="", progress=0, current_step=0,
+                           phase="")
     log.warning("%d jobs of %s ran on a worker that is gone (%s); they go back to the queue", moved, queue,
                 ", ".join(sorted(gone)))
     return moved
@@ -274,28 +275,45 @@ def fair_order(queue, limit, allowed=None, now=None, users=None):
 
 DURATIONS_TTL = 30  # seconds a process reuses the measured durations
 DURATION_HISTORY = 20  # recent completed jobs per job type
-_durations = {"expires": 0.0, "seconds": {}}
+_durations = {"expires": 0.0, "seconds": {}, "after_steps": {}}
+# What a job's worker does after its last denoising step, as its timings (JobMetadata) name it.
+AFTER_STEPS = ("decode", "encode", "store")
 
 
 def unit_seconds():
     """Job type -> measured seconds per job (per image for SDXL): the mean of its last
     DURATION_HISTORY completed jobs of the past week on this installation. Cached DURATIONS_TTL seconds."""
-    if time.monotonic() > _durations["expires"]:
-        batched = [jt.name for jt in job_types.JOB_TYPES.values() if jt.batched]
-        with connection.cursor() as cursor:
-            cursor.execute(f"""
-                SELECT job_type, AVG(seconds) FROM (
-                    SELECT job_type,
-                           EXTRACT(EPOCH FROM completed_at - started_at)
-                               / CASE WHEN job_type = ANY(%s) THEN GREATEST(num_images, 1) ELSE 1 END AS seconds,
-                           ROW_NUMBER() OVER (PARTITION BY job_type ORDER BY completed_at DESC) AS recent
-                    FROM {Job._meta.db_table}
-                    WHERE status = %s AND started_at IS NOT NULL AND completed_at >= %s
-                ) AS jobs WHERE recent <= %s GROUP BY job_type""",
-                           [batched, JobStatus.COMPLETED, timezone.now() - timedelta(days=7), DURATION_HISTORY])
-            _durations["seconds"] = {job_type: float(seconds) for job_type, seconds in cursor.fetchall()}
-        _durations["expires"] = time.monotonic() + DURATIONS_TTL
+    _measure()
     return _durations["seconds"]
+
+
+def after_steps_seconds():
+    """Job type -> measured seconds from a job's last step to its end (decoding, encoding, saving), per
+    image for SDXL, over the same jobs as unit_seconds()."""
+    _measure()
+    return _durations["after_steps"]
+
+
+def _measure():
+    if time.monotonic() <= _durations["expires"]:
+        return
+    batched = [jt.name for jt in job_types.JOB_TYPES.values() if jt.batched]
+    after_steps = " + ".join(f"COALESCE((metadata->'timings'->>'{phase}')::float, 0)" for phase in AFTER_STEPS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT job_type, AVG(seconds / per), AVG(after_steps / per) FROM (
+                SELECT job_type,
+                       EXTRACT(EPOCH FROM completed_at - started_at) AS seconds, {after_steps} AS after_steps,
+                       CASE WHEN job_type = ANY(%s) THEN GREATEST(num_images, 1) ELSE 1 END AS per,
+                       ROW_NUMBER() OVER (PARTITION BY job_type ORDER BY completed_at DESC) AS recent
+                FROM {Job._meta.db_table}
+                WHERE status = %s AND started_at IS NOT NULL AND completed_at >= %s
+            ) AS jobs WHERE recent <= %s GROUP BY job_type""",
+                       [batched, JobStatus.COMPLETED, timezone.now() - timedelta(days=7), DURATION_HISTORY])
+        rows = cursor.fetchall()
+    _durations["seconds"] = {job_type: float(seconds) for job_type, seconds, _ in rows}
+    _durations["after_steps"] = {job_type: float(after) for job_type, _, after in rows}
+    _durations["expires"] = time.monotonic() + DURATIONS_TTL
 
 
 def expected_seconds(job_type, num_images, measured):
@@ -363,6 +381,19 @@ class PoolView:
         seconds = expected_seconds(job_type, num_images, self.measured)
         return max(0.0, seconds - (self.now - started_at).total_seconds()) if started_at else seconds
 
+    def running_left(self, job):
+        """Seconds a running job still needs: from its steps done (the worker's measured seconds per step,
+        then the measured time after the last step) once it reports them; before (loading, enhancing)
+        from its expected duration; None once that has passed (it takes longer than expected)."""
+        per = job.num_images if job.type.batched else 1
+        after = after_steps_seconds().get(job.job_type, 0.0) * per
+        if job.phase == JobPhase.STEPS and job.step_seconds is not None and job.total_steps:
+            return round((job.total_steps - job.current_step) * job.step_seconds + after, 1)
+        if job.phase in (JobPhase.DECODING, JobPhase.ENCODING, JobPhase.SAVING):
+            return None  # past the last step: what is left is short, and shown as the phase
+        left = self.left(job.job_type, job.num_images, job.started_at)
+        return round(left, 1) if left > 0 else None
+
     @property
     def released(self):
         return self.load[0]
@@ -370,8 +401,7 @@ class PoolView:
     def outlook(self, job):
         """The Outlook of `job`, one of this pool's."""
         if job.status == JobStatus.PROCESSING:
-            return Outlook(start_seconds=0.0, finish_seconds=round(self.left(job.job_type, job.num_images,
-                                                                             job.started_at), 1))
+            return Outlook(start_seconds=0.0, finish_seconds=self.running_left(job))
         reason = self.waiting_reason(job)
         if reason:
             return Outlook(waiting_reason=reason)

@@ -292,6 +292,13 @@ TORCH_DEVICE = env.str("TORCH_DEVICE", "auto")
 
 # Worker progress writes to the database at most this often (seconds).
 PROGRESS_INTERVAL = env.float("PROGRESS_INTERVAL", 0.5)
+# Pictures of a job while it renders, sent to its owner's open pages (never stored): "latent" (a linear map
+# of the latents, or TAESD for SDXL when SDXL_PREVIEW_DECODER_PATH names a diffusers AutoencoderTiny folder)
+# or "off"; at most one per PREVIEW_INTERVAL seconds per job, PREVIEW_SIZE pixels on the long side.
+PREVIEWS = env.str("PREVIEWS", "latent")
+PREVIEW_INTERVAL = env.float("PREVIEW_INTERVAL", 1.0)
+PREVIEW_SIZE = env.int("PREVIEW_SIZE", 256)
+SDXL_PREVIEW_DECODER_PATH = env.str("SDXL_PREVIEW_DECODER_PATH", "")
 # A job's time limit is this multiple of its expected seconds, and never below the floor.
 JOB_TIME_LIMIT_FACTOR = env.float("JOB_TIME_LIMIT_FACTOR", 10.0)
 JOB_TIME_LIMIT_FLOOR = env.int("JOB_TIME_LIMIT_FLOOR", 300)

@@ -12,7 +12,7 @@ from django.conf import settings
 
 from generation import job_types
 from generation.models import ReferenceType
-from generation.worker import images, pipelines, runtime
+from generation.worker import images, pipelines, previews, runtime
 
 from . import adapters, loading
 
@@ -161,11 +161,12 @@ def render(run, pipe, kwargs, image_seeds):
     """All images in one pipeline call; when the GPU runs out of memory, free it and go on in
     smaller chunks (6 -> 3 -> 1). Fails only if a single image does not fit."""
     pending, outputs, size, calls = list(image_seeds), [], len(image_seeds), 0
+    previewer = previews.previewer("sdxl")
     while pending:
         chunk = pending[:size]
         calls_total = calls + math.ceil(len(pending) / size)
         try:
-            outputs.append(call(pipe, kwargs, chunk, pipelines.StepReport(run, calls, calls_total)))
+            outputs.append(call(pipe, kwargs, chunk, pipelines.StepReport(run, calls, calls_total, previewer)))
         except torch.cuda.OutOfMemoryError as exc:
             pipelines.free_memory()
             run.metadata.setdefault("out_of_memory", []).append({"batch": len(chunk), "error": str(exc)[:200]})

@@ -1,5 +1,6 @@
 """The jobs API without workers: validation, scoping, idempotency, cancel, job types, health."""
 
+import base64
 import io
 import json
 import subprocess
@@ -479,6 +480,13 @@ def test_job_events_stream_the_users_jobs_as_they_change(alice_client, alice, bo
         submission.cancel(mine)  # publishes once committed
     change = json.loads(next(chunks).decode().split("data: ", 1)[1])
     assert change["id"] == str(mine.pk) and change["status"] == "cancelled"
+    # Previews go to their owner's pages only, as they are: a picture and the step it shows.
+    events.publish_preview(theirs, b"their picture", 1, 4)
+    events.publish_preview(mine, b"my picture", 2, 4)
+    event, data = next(chunks).decode().split("\ndata: ", 1)
+    preview = json.loads(data)
+    assert event == "event: preview" and (preview["id"], preview["step"], preview["total_steps"]) == (str(mine.pk), 2, 4)
+    assert preview["image"] == "data:image/webp;base64," + base64.b64encode(b"my picture").decode()
     finish(response)  # the stream ends: its slot is given back
     assert alice_client.get("/events/jobs").status_code == 200
     alice_client.logout()

@@ -15,7 +15,7 @@ from django.conf import settings
 from PIL import Image
 
 from generation import job_types
-from generation.worker import images, model_folders, pipelines, runtime
+from generation.worker import images, model_folders, pipelines, previews, runtime
 
 from . import enhancer, i2v, video
 
@@ -188,7 +188,7 @@ class GuidanceCutoff(PipelineCallback):
 def call(run, pipe, kwargs, seed):
     """One pipeline call: float frames (n, h, w, 3) in 0..1. Guidance stops after WAN_GUIDANCE_STOP
     of the steps; a CPU generator gives the same starting noise on every device."""
-    callbacks = [pipelines.StepReport(run)]
+    callbacks = [pipelines.StepReport(run, previewer=previews.previewer("wan"))]
     stop = math.ceil(kwargs["num_inference_steps"] * settings.WAN_GUIDANCE_STOP)
     if stop < kwargs["num_inference_steps"]:
         run.metadata["guidance_stop_step"] = stop

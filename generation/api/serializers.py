@@ -13,6 +13,7 @@ from ..models import (
     CreditEntry,
     Image,
     Job,
+    JobPhase,
     JobStatus,
     ReferenceImage,
     ReferenceType,
@@ -213,6 +214,10 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     duration = serializers.FloatField(read_only=True, allow_null=True)
     # Declared: DRF drops allow_blank from the read-only fields it builds, and "" (no reference) is a value.
     reference_type = serializers.ChoiceField(choices=ReferenceType.choices, allow_blank=True, read_only=True)
+    phase = serializers.ChoiceField(choices=JobPhase.choices, allow_blank=True, read_only=True,
+                                    help_text="What the worker does now, while processing; empty otherwise.")
+    step_seconds = serializers.FloatField(read_only=True, allow_null=True,
+                                          help_text="The worker's seconds per denoising step so far.")
     webhook_events_filter = serializers.ListField(child=serializers.ChoiceField(choices=webhooks.EVENTS),
                                                   read_only=True)
     images = serializers.SerializerMethodField()
@@ -225,8 +230,8 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "estimated_finish_seconds", "waiting_reason", "format", "quality", "model_type",
             "prompt", "enhanced_prompt", "negative_prompt", "seed", "num_images", "aspect_ratio", "width",
             "height", "steps", "guidance", "frames", "reference_image", "reference_type",
-            "reference_strength", "expected_generation_seconds", "credits", "progress", "current_step",
-            "total_steps", "error_message", "metadata", "retry_of", "created_at", "started_at",
+            "reference_strength", "expected_generation_seconds", "credits", "progress", "phase", "current_step",
+            "total_steps", "step_seconds", "error_message", "metadata", "retry_of", "created_at", "started_at",
             "completed_at", "duration", "images", "video", "webhook", "webhook_events_filter",
         ]
         read_only_fields = fields  # a representation only: JobRequestSerializer is what clients send

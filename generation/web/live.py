@@ -65,7 +65,8 @@ class StreamSlot:
 @login_required
 @require_GET
 def job_events(request):
-    """Server-sent events: the requesting user's jobs as they change (`event: job`, the API's JSON). A user
+    """Server-sent events: the requesting user's jobs as they change (`event: job`, the API's JSON) and
+    pictures of them while they render (`event: preview`: id, step, total_steps, image as a data URL). A user
     may hold EVENT_STREAMS_PER_USER streams at once and a process EVENT_STREAMS_PER_PROCESS: past that, 429
     (the page polls instead), so that streams never hold every thread the API needs."""
     user = request.user
@@ -85,8 +86,11 @@ def job_events(request):
         active = Job.objects.filter(user=user, status__in=[JobStatus.QUEUED, JobStatus.PROCESSING])
         for job_id in list(active.values_list("pk", flat=True)):
             yield f"event: job\ndata: {job_data(job_id)}\n\n"
-        for job_id in changes:
-            data = job_data(job_id) if job_id else None
+        for message in changes:
+            if message and events.is_preview(message):  # on this user's own channel: theirs
+                yield f"event: preview\ndata: {message}\n\n"
+                continue
+            data = job_data(message) if message else None
             yield f"event: job\ndata: {data}\n\n" if data else ": still here\n\n"
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")

@@ -109,18 +109,24 @@ def warm_up(pipe, job_type, all_sizes=False, variants=None):
 
 
 class StepReport(PipelineCallback):
-    """A diffusers step callback reporting each step to the job's run (which raises JobCancelled). A job
-    rendered in several pipeline calls reports call `calls_done` of `calls_total`."""
+    """A diffusers step callback reporting each step to the job's run (which raises JobCancelled) and, with a
+    `previewer` (generation.worker.previews), sending previews of the latents. A job rendered in several
+    pipeline calls reports call `calls_done` of `calls_total`."""
 
     tensor_inputs = []
 
-    def __init__(self, run, calls_done=0, calls_total=1):
+    def __init__(self, run, calls_done=0, calls_total=1, previewer=None):
         super().__init__()
         self.run, self.calls_done, self.calls_total = run, calls_done, calls_total
+        self.previewer = previewer
+        if previewer is not None:
+            self.tensor_inputs = ["latents"]
 
     def callback_fn(self, pipe, step_index, timestep, callback_kwargs):
         steps = pipe.num_timesteps
         self.run.step(self.calls_done * steps + step_index + 1, self.calls_total * steps)
+        if self.previewer is not None:
+            self.run.preview(callback_kwargs["latents"], self.previewer)
         return callback_kwargs
 
 

@@ -20,7 +20,7 @@ from ourvidz import tracing
 
 from .. import events, storage, webhooks
 from ..metadata import JobMetadata
-from ..models import Job, JobStatus, WebhookEvent
+from ..models import Job, JobPhase, JobStatus, WebhookEvent
 from ..signals import StoredOutput, job_completed, job_failed
 from . import heartbeats, images
 
@@ -29,6 +29,11 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 DATABASE_RECHECK_SECONDS = 5.0  # while rendering, how often to try an unreachable database again
 
 log = logging.getLogger(__name__)
+
+# JobRun.timed blocks that are phases of a job, as its owner sees them (the steps, and the decoding after
+# the last one, are reported by the step callback).
+PHASES = {"load": JobPhase.LOADING, "enhance": JobPhase.ENHANCING, "encode": JobPhase.ENCODING,
+          "store": JobPhase.SAVING}
 
 
 class JobCancelled(Exception):
@@ -66,7 +71,12 @@ class JobRun:
         self.fields = {}  # other Job columns to save at the end, e.g. enhanced_prompt
         self.timings = {}  # seconds per phase
         self.last_step_at = 0.0
+        self.phase = JobPhase.LOADING  # as the start wrote it
+        self._steps_started_at = time.perf_counter()  # reset as the pipeline call starts (timed_steps)
+        self._first_step = None  # (step, its perf_counter, its seconds): step times count from it
+        self.reported = (0, 0)  # the last step reported, of how many
         self._last_write = 0.0
+        self._last_preview = None  # monotonic time of the last preview sent
         self._database_back_at = 0.0  # after a failed check, the next waits until then
 
     def step(self, step, total):
@@ -74,7 +84,13 @@ class JobRun:
         back from this worker (its heartbeat was lost) and released again. With the database unreachable
         the render goes on: progress and the cancel check wait for its return."""
         self.last_step_at = time.perf_counter()
+        self.reported = (step, total)
         now = time.monotonic()
+        if self._first_step is None:
+            # The first step's time includes the text encoders': count from the end of the first step.
+            self._first_step = (step, self.last_step_at, self.last_step_at - self._steps_started_at)
+        # After the last step the pipeline decodes the latents.
+        self.phase = JobPhase.DECODING if step >= total else JobPhase.STEPS
         if now < self._database_back_at:
             return
         try:
@@ -87,7 +103,8 @@ class JobRun:
                 self._last_write = now
                 with transaction.atomic():
                     if Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(
-                            current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0):
+                            current_step=step, total_steps=total, progress=round(step / total, 4) if total else 0,
+                            phase=self.phase, step_seconds=self.step_seconds(step)):
                         webhooks.queue(self.job, WebhookEvent.PROGRESS)
                 events.publish_on_commit(self.job)
         except DATABASE_ERRORS as exc:
@@ -97,9 +114,46 @@ class JobRun:
             # Each try may wait for a connection timeout: a slow step is worse than a stale progress bar.
             self._database_back_at = time.monotonic() + DATABASE_RECHECK_SECONDS
 
+    def step_seconds(self, step):
+        """Seconds per step so far: the mean after the first step (whose time includes text encoding),
+        the first's own until there is a second."""
+        first_step, first_at, first_seconds = self._first_step
+        if step > first_step:
+            return round((self.last_step_at - first_at) / (step - first_step), 4)
+        return round(first_seconds / max(first_step, 1), 4)
+
+    def preview(self, latents, previewer):
+        """Send a picture of `latents` to the owner's open pages: the first step's, then at most one every
+        PREVIEW_INTERVAL seconds, and the last step's. A preview that cannot be made or sent costs only the picture."""
+        now = time.monotonic()
+        recent = self._last_preview is not None and now - self._last_preview < settings.PREVIEW_INTERVAL
+        if recent and self.phase != JobPhase.DECODING:
+            return
+        self._last_preview = now
+        try:
+            with tracing.span("preview"):
+                events.publish_preview(self.job, previewer(latents), *self.reported)
+        except Exception:
+            log.warning("job %s: no preview sent", self.job.pk, exc_info=True)
+
+    def enter(self, phase):
+        """Record that the job moved to `phase` (a JobPhase), and tell its owner's pages."""
+        if phase == self.phase:
+            return
+        self.phase = phase
+        try:
+            if Job.objects.filter(pk=self.job.pk, status=JobStatus.PROCESSING).update(phase=phase):
+                events.publish_on_commit(self.job)
+        except DATABASE_ERRORS as exc:  # the phase is shown, not needed: the render goes on
+            log.warning("job %s: phase %s not written, the database is unavailable (%s)", self.job.pk, phase, exc)
+            connection.close()
+
     @contextmanager
     def timed(self, phase):
-        """Add the time spent in the block to timings[phase] (and trace it as a span, when tracing)."""
+        """Add the time spent in the block to timings[phase] (and trace it as a span, when tracing); a
+        block that is one of the job's phases (PHASES) is recorded as it starts."""
+        if phase in PHASES:
+            self.enter(PHASES[phase])
         start = time.perf_counter()
         try:
             with tracing.span(phase):
@@ -111,8 +165,9 @@ class JobRun:
     def timed_steps(self, steps_phase, tail_phase):
         """Time a pipeline call in two parts, split at its last reported step: the steps (text
         encoding included), then what follows them (the VAE decode)."""
+        self.enter(JobPhase.STEPS)  # the call encodes the prompt, then steps: the model is loaded
         started_ns = time.time_ns()
-        start = self.last_step_at = time.perf_counter()
+        start = self.last_step_at = self._steps_started_at = time.perf_counter()
         try:
             yield
         finally:
@@ -167,7 +222,8 @@ def run(job_id, pool, generate, release=0):
         with transaction.atomic():
             moved = Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release},
                              worker=heartbeats.identity(), started_at=timezone.now(), attempts=F("attempts") + 1,
-                             progress=0, current_step=0, error_message="")
+                             progress=0, current_step=0, error_message="", phase=JobPhase.LOADING,
+                             step_seconds=None)
             if moved:  # its start webhook, recorded with the move
                 webhooks.queue(Job.objects.get(pk=job_id), WebhookEvent.START)
             return moved
@@ -205,7 +261,8 @@ def run(job_id, pool, generate, release=0):
         # Back to the scheduler through the database, not the broker: this start is not counted as one that
         # killed its worker (JOB_MAX_ATTEMPTS), and the message is done with.
         with_database(lambda: Job.move(job_id, JobStatus.QUEUED, only_if={"releases": release}, released_at=None,
-                                       worker="", progress=0, current_step=0, attempts=F("attempts") - 1),
+                                       worker="", progress=0, current_step=0, step_seconds=None,
+                                       attempts=F("attempts") - 1),
                       f"putting job {job_id} back in the queue")
         return
     except Exception as exc:

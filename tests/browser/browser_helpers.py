@@ -63,7 +63,8 @@ def assert_not_reloaded(page):
 
 
 RECORDER = """() => {
-  // Every state a job card goes through: its status, its progress bar's width (0..1) and its time line.
+  // Every state a job card goes through: its status, its progress bar's width (0..1), its time line, what
+  // it says the job is doing and whether it shows a preview.
   window.__jobStates = [];
   const record = () => {
     for (const card of document.querySelectorAll('div.job[data-job-id]')) {
@@ -76,10 +77,16 @@ RECORDER = """() => {
           width = bar.getBoundingClientRect().width / bar.parentElement.getBoundingClientRect().width;
       }
       const eta = card.querySelector('.eta') ? card.querySelector('.eta').textContent : null;
+      const steps = card.querySelector('.steps');
+      const phase = steps ? steps.textContent : null;
+      const picture = card.querySelector('img.job-preview');
+      const preview = Boolean(picture && !picture.hidden && picture.src.startsWith('data:image/webp'));
       const states = window.__jobStates;
       const last = [...states].reverse().find(s => s.id === card.dataset.jobId);
-      if (!last || last.status !== card.dataset.status || last.width !== width || last.eta !== eta)
-        states.push({id: card.dataset.jobId, status: card.dataset.status, width, eta, t: performance.now()});
+      if (!last || last.status !== card.dataset.status || last.width !== width || last.eta !== eta
+          || last.phase !== phase || last.preview !== preview)
+        states.push({id: card.dataset.jobId, status: card.dataset.status, width, eta, phase, preview,
+                     t: performance.now()});
     }
   };
   new MutationObserver(record).observe(document.body, {subtree: true, childList: true, attributes: true,

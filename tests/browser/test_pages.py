@@ -66,8 +66,24 @@ def test_image_job_progress_and_three_results_without_reload(page, alice, log_in
     queued = [s["eta"] for s in states if s["status"] == "queued"]
     assert queued and all(re.match(r"(starts in about \d.*|starts shortly) · done in about \d", eta)
                           for eta in queued), states
-    running = [s["eta"] for s in states if s["status"] == "processing"]
-    assert running and all(re.fullmatch(r"about \d+ (s|min)( \d+ s)? left|finishing…", eta) for eta in running), states
+    running = [s for s in states if s["status"] == "processing"]
+    assert running and all(re.fullmatch(r"about \d+ (s|min)( \d+ s)? left|a few seconds left|taking longer than usual|"
+                                        r"finishing…", s["eta"]) for s in running), states
+    # It names what the worker does, in the order the worker does it, and says "finishing" only once the
+    # last step is done.
+    said = [s["phase"] for s in states]
+    assert said[0] == "Waiting for a worker", said
+    order = ["Waiting for a worker", "Loading the model…", "Encoding the prompt…", "Step", "Decoding…",
+             "Encoding the images…", "Saving…"]
+    ranks = [next(i for i, p in enumerate(order) if phase.startswith(p)) for phase in said if phase]
+    assert ranks == sorted(ranks) and order.index("Step") in ranks, said
+    for s in running:
+        if s["eta"] == "finishing…":
+            assert not s["phase"].startswith(("Step", "Loading", "Starting")), s
+    steps_seen = [int(m.group(1)) for s in running if (m := re.fullmatch(r"Step (\d+) of 3", s["phase"]))]
+    assert steps_seen == sorted(steps_seen) and steps_seen, said
+    # A picture of the job while it renders, before its results.
+    assert any(s["preview"] for s in running), states
     final = [s["width"] for s in states if s["status"] == "completed" and s["width"] is not None]
     assert not final or final[-1] > 0.99, f"a completed job's bar is not full: {final}"
     row = Job.objects.get(pk=job_id)

@@ -8,6 +8,10 @@ import { $, el, formatSeconds, timeLabel, typeLabel } from "./dom.js";
 import { problem } from "./errors.js";
 
 const FINISHED = ["completed", "failed", "cancelled"];
+// A running job's phases (JobPhase), in words; "steps" and "encoding" are worded in phaseText.
+const PHASES = { loading: "Loading the model…", enhancing: "Enhancing the prompt…", decoding: "Decoding…",
+  saving: "Saving…" };
+const AFTER_STEPS = ["decoding", "encoding", "saving"];
 const RANK = { queued: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 };
 
 // root: the cards' container; data: the page data; the buttons on cards call back:
@@ -38,6 +42,7 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
           el("span", { class: "eta small muted" })),
         el("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" },
           el("div")),
+        el("img", { class: "job-preview", alt: "Preview while it renders", hidden: true }),
         el("div", { class: "job-live-row" },
           el("span", { class: "steps small muted" }),
           el("button", { type: "button", class: "secondary small cancel-job", text: "Cancel" }))),
@@ -130,15 +135,8 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     percent = Math.max(0, Math.min(100, percent));
     $(".progress > div", card).style.width = `${percent.toFixed(1)}%`;
     $(".progress", card).setAttribute("aria-valuenow", String(Math.round(percent)));
-    const steps = $(".steps", card);
-    if (job.total_steps && job.status !== "queued") {
-      steps.textContent = `step ${job.current_step} / ${job.total_steps}`;
-    } else if (job.status === "processing") {
-      steps.textContent = typesByName[job.job_type] && typesByName[job.job_type].enhanced
-        ? "Enhancing the prompt…" : "Starting…";
-    } else {
-      steps.textContent = "";
-    }
+    $(".steps", card).textContent = phaseText(job, reason);
+    if (job.status !== "processing") $(".job-preview", card).hidden = true;
     showEta(card, job);
 
     const cancel = $(".cancel-job", card);
@@ -158,9 +156,21 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     if (job.status === "completed") renderResults(card, job);
   }
 
+  // What the job is doing now, in words: waiting (its place shows beside), each of the worker's phases,
+  // the step it is on.
+  function phaseText(job, waitingReason) {
+    if (job.status === "queued") return waitingReason ? "" : "Waiting for a worker";
+    if (job.status !== "processing") return "";
+    if (job.phase === "steps" && job.total_steps) return `Step ${job.current_step} of ${job.total_steps}`;
+    if (job.phase === "steps") return "Encoding the prompt…"; // the pipeline's work before its first step
+    if (job.phase === "encoding") return job.format === "mp4" ? "Encoding the video…" : "Encoding the images…";
+    return PHASES[job.phase] || "Starting…";
+  }
+
   // The scheduler's estimates (from this installation's measured durations): when a queued job starts
-  // and finishes, how long a running one has left. A job without them (it waits for a worker) shows
-  // how long it takes once started.
+  // and finishes, how long a running one has left (from its steps done, once it reports them). A job
+  // without them (it waits for a worker) shows how long it takes once started. "finishing…" only once
+  // the last step is done; an estimate that runs out before then says so instead.
   function showEta(card, job) {
     const eta = $(".eta", card);
     const since = (Date.now() - (received.get(String(job.id)) || Date.now())) / 1000;
@@ -175,12 +185,27 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
       eta.textContent = `${starts} · done in about ${formatSeconds(startsIn + finish - start)}`;
     } else if (job.status === "queued") {
       eta.textContent = expected ? `takes about ${formatSeconds(expected)}` : "";
-    } else if (job.status === "processing" && typeof finish === "number") {
-      const left = finish - since;
-      eta.textContent = left > 1 ? `about ${formatSeconds(left)} left` : "finishing…";
+    } else if (job.status === "processing" && AFTER_STEPS.includes(job.phase)) {
+      eta.textContent = "finishing…";
+    } else if (job.status === "processing" && typeof finish === "number" && finish - since > 1) {
+      eta.textContent = `about ${formatSeconds(finish - since)} left`;
+    } else if (job.status === "processing") {
+      eta.textContent = job.phase === "steps" ? "a few seconds left" : "taking longer than usual";
     } else {
       eta.textContent = "";
     }
+  }
+
+  // A picture of a running job (an `event: preview` from the stream); none once it has finished.
+  function preview({ id, image }) {
+    const job = jobs.get(String(id));
+    const card = cardFor(id);
+    if (!job || !card || job.status !== "processing" || typeof image !== "string" || !image.startsWith("data:image/")) {
+      return;
+    }
+    const picture = $(".job-preview", card);
+    picture.src = image;
+    picture.hidden = false;
   }
 
   // The estimates of unfinished jobs, counted down between updates (main.js calls it every second).
@@ -286,5 +311,5 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     return undefined;
   }
 
-  return { upsert, addNew, refresh, unfinishedIds, tickEtas, onClick, count: () => jobs.size };
+  return { upsert, addNew, refresh, unfinishedIds, tickEtas, onClick, preview, count: () => jobs.size };
 }

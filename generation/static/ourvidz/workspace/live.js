@@ -57,6 +57,13 @@ export function createLive(eventsUrl, cards) {
       }
       cards.upsert(job);
     });
+    source.addEventListener("preview", (event) => {
+      try {
+        cards.preview(JSON.parse(event.data));
+      } catch (error) {
+        // a preview is a glimpse: a bad one is skipped
+      }
+    });
     source.addEventListener("error", () => {
       // The server ends each stream after a while and the browser reconnects: one error is normal.
       streamFailures += 1;
