@@ -203,6 +203,8 @@ class Job(models.Model):
     # Where to POST the job when it changes (generation.webhooks), and for which events (WebhookEvent values).
     webhook = models.CharField(max_length=1000, blank=True)
     webhook_events_filter = models.JSONField(default=list, blank=True)
+    cleared = models.BooleanField(default=False, help_text=(
+        "Taken off the Workspace by its owner once finished; the Library and the API still list it."))
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,4 @@
-"""Turning a validated request into a queued Job; cancel and retry.
+"""Turning a validated request into a queued Job; cancel and retry; clearing finished jobs off the Workspace.
 
 The API validates (generation.api.serializers.JobRequestSerializer); these functions take what it
 validated and act. A job waits in the database; generation.scheduler releases it to its pool.
@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from . import credits, events, job_types, negative_prompts, quotas, scheduler, webhooks
 from .metadata import JobMetadata
-from .models import Job, JobStatus, WebhookEvent, tier_of
+from .models import FINISHED, Job, JobStatus, WebhookEvent, tier_of
 
 
 def new_seed():
@@ -134,12 +134,12 @@ def build_job(user, job_type, prompt, negative_prompt="", num_images=1, seed=Non
     )
 
 
-def cancel(job):
-    """Cancel a queued or running job; a running one stops at its next step, a waiting one needs no
-    broker at all, and is refunded. True if it moved."""
+def cancel(job, queued_only=False):
+    """Cancel a queued or running job (with `queued_only`, a queued one only); a running one stops at its next
+    step, a waiting one needs no broker at all, and is refunded. True if it moved."""
     with transaction.atomic():
         waiting = Job.move(job.pk, JobStatus.CANCELLED, only_if={"status": JobStatus.QUEUED})
-        moved = waiting or Job.move(job.pk, JobStatus.CANCELLED)
+        moved = waiting or (not queued_only and Job.move(job.pk, JobStatus.CANCELLED))
         if waiting:
             credits.refund(job, "cancelled before it started")
         if moved:
@@ -149,6 +149,29 @@ def cancel(job):
         if job.released_at is not None:
             transaction.on_commit(lambda: scheduler.kick(job.queue))  # it freed its place in the broker
     return moved
+
+
+def cancel_waiting(user):
+    """Cancel every one of `user`'s queued jobs, each as `cancel` does (refund, webhook, event); running ones go
+    on. Returns (cancelled, skipped): the jobs cancelled, and those that started or ended meanwhile."""
+    cancelled, skipped = [], []
+    for job in Job.objects.filter(user=user, status=JobStatus.QUEUED).order_by("created_at"):
+        (cancelled if cancel(job, queued_only=True) else skipped).append(job)
+    return cancelled, skipped
+
+
+def clear(job):
+    """Take a finished job off its owner's Workspace (the Library and the API keep it). True if it is
+    cleared; False if it has not finished."""
+    if not Job.objects.filter(pk=job.pk, status__in=FINISHED).update(cleared=True):
+        return False
+    events.publish_on_commit(job)  # the owner's other open Workspaces drop its card too
+    return True
+
+
+def clear_finished(user):
+    """Take all of `user`'s finished jobs off the Workspace; returns how many were still on it."""
+    return Job.objects.filter(user=user, status__in=FINISHED, cleared=False).update(cleared=True)
 
 
 def retry(job):

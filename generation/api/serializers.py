@@ -232,7 +232,7 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "height", "steps", "guidance", "frames", "reference_image", "reference_type",
             "reference_strength", "expected_generation_seconds", "credits", "progress", "phase", "current_step",
             "total_steps", "step_seconds", "error_message", "metadata", "retry_of", "created_at", "started_at",
-            "completed_at", "duration", "images", "video", "webhook", "webhook_events_filter",
+            "completed_at", "duration", "images", "video", "webhook", "webhook_events_filter", "cleared",
         ]
         read_only_fields = fields  # a representation only: JobRequestSerializer is what clients send
 
@@ -271,6 +271,18 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             return None
         video = getattr(job, "video", None)  # None when the reverse one-to-one row does not exist
         return VideoSerializer(video, context=self.context).data if video else None
+
+
+class CancelWaitingSerializer(serializers.Serializer):
+    """What POST /api/jobs/cancel-waiting/ did with your queued jobs."""
+
+    cancelled = serializers.ListField(child=serializers.UUIDField(), help_text="The jobs cancelled (and refunded).")
+    skipped = serializers.ListField(child=serializers.UUIDField(), help_text=(
+        "Jobs that started or ended before they could be cancelled: left as they are."))
+
+
+class ClearFinishedSerializer(serializers.Serializer):
+    cleared = serializers.IntegerField(help_text="How many finished jobs were taken off the Workspace.")
 
 
 class JobTypeSerializer(serializers.Serializer):

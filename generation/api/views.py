@@ -21,6 +21,8 @@ from . import filters, throttles
 from .schema import VALIDATION_ERROR
 from .serializers import (
     AccountSerializer,
+    CancelWaitingSerializer,
+    ClearFinishedSerializer,
     CreditEntrySerializer,
     ErrorSerializer,
     ImageSerializer,
@@ -122,6 +124,33 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response({"detail": f"The job is already {job.status}."}, status=status.HTTP_409_CONFLICT)
         job.refresh_from_db()
         return Response(JobSerializer(job, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=None, responses=CancelWaitingSerializer)
+    @action(detail=False, methods=["post"], url_path="cancel-waiting", filter_backends=[], pagination_class=None)
+    def cancel_waiting(self, request):
+        """Cancel all your queued jobs, each refunded as a single cancel is; running ones go on. A job that
+        starts meanwhile is left alone and listed in `skipped`."""
+        cancelled, skipped = submission.cancel_waiting(request.user)
+        return Response(CancelWaitingSerializer({"cancelled": [job.pk for job in cancelled],
+                                                 "skipped": [job.pk for job in skipped]}).data)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(
+        ErrorSerializer, description="The job has not finished (it is queued or processing).")})
+    @action(detail=True, methods=["post"])
+    def clear(self, request, pk=None):
+        """Take a finished job off the Workspace (`cleared`); the Library and this API still list it."""
+        job = self.get_object()
+        if not submission.clear(job):
+            return Response({"detail": f"The job is still {job.status}; only a finished job can be cleared."},
+                            status=status.HTTP_409_CONFLICT)
+        job.refresh_from_db()
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=None, responses=ClearFinishedSerializer)
+    @action(detail=False, methods=["post"], url_path="clear-finished", filter_backends=[], pagination_class=None)
+    def clear_finished(self, request):
+        """Take all your finished jobs off the Workspace; the Library and this API still list them."""
+        return Response(ClearFinishedSerializer({"cleared": submission.clear_finished(request.user)}).data)
 
     @extend_schema(responses=WebhookDeliverySerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)  # the job's own: no list filters

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from .. import capabilities, credits, job_types
 from ..api.serializers import JobSerializer, ReferenceImageSerializer
-from ..models import Job, ReferenceImage, ReferenceType
+from ..models import Job, JobStatus, ReferenceImage, ReferenceType
 
 DEFAULT_JOB_TYPE = "sdxl_image_fast"
 RECENT_JOBS = 10
@@ -93,9 +93,12 @@ def prefill(params, user):
 
 
 def recent_jobs(request, limit=RECENT_JOBS):
-    """The user's latest jobs, as the jobs API represents them (signed URLs included)."""
-    jobs = Job.objects.filter(user=request.user).select_related("video").prefetch_related("images")[:limit]
-    return JobSerializer(jobs, many=True, context={"request": request}).data
+    """The user's latest jobs not cleared off the Workspace, then every older one still waiting or running (My
+    queue lists them all), newest first, as the jobs API represents them (signed URLs included)."""
+    shown = Job.objects.filter(user=request.user, cleared=False).select_related("video").prefetch_related("images")
+    latest = list(shown[:limit])
+    older = shown.filter(status__in=[JobStatus.QUEUED, JobStatus.PROCESSING]).exclude(pk__in=[j.pk for j in latest])
+    return JobSerializer(latest + list(older), many=True, context={"request": request}).data
 
 
 def reference_choices(request, selected=None, limit=REFERENCE_CHOICES):
@@ -112,6 +115,7 @@ def page_urls():
         "jobs": reverse("job-list"), "events": reverse("job-events"),
         "negative_prompt": reverse("negative-prompt"), "references": reverse("reference-list"),
         "images": reverse("image-list"), "account": reverse("account"),
+        "cancel_waiting": reverse("job-cancel-waiting"), "clear_finished": reverse("job-clear-finished"),
         "library_detail": reverse("library-detail", args=["KIND", 0]),  # the script fills both in
     }
 

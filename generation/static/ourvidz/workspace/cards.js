@@ -15,8 +15,9 @@ const AFTER_STEPS = ["decoding", "encoding", "saving"];
 const RANK = { queued: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 };
 
 // root: the cards' container; data: the page data; the buttons on cards call back:
-// onReuseSeed(seed), onUseAsReference(button), onReuseSettings(job).
-export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuseSettings }) {
+// onReuseSeed(seed), onUseAsReference(button), onReuseSettings(job); onChange() follows every change of the
+// jobs shown (My queue, queue.js, reads them with all()).
+export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuseSettings, onChange = () => {} }) {
   const typesByName = Object.fromEntries(data.job_types.map((t) => [t.name, t]));
   const jobs = new Map(); // id -> latest job JSON
   // id -> when that JSON arrived (ms): its estimates are seconds from then, counted down between updates.
@@ -34,6 +35,8 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
         el("div", { class: "job-actions" },
           el("button", { type: "button", class: "link small reuse-settings", title: "Fill the form with this job's settings",
             text: "Reuse settings" }),
+          el("button", { type: "button", class: "link small clear-job", hidden: true, text: "Clear",
+            title: "Take this card off the Workspace; the Library keeps its results" }),
           el("span", { class: `badge ${job.status}`, text: job.status }))),
       el("div", { class: "job-live" },
         el("div", { class: "job-live-row" },
@@ -72,6 +75,10 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
   // fresh: just submitted (highlighted); append: the page's initial list, already newest first.
   function upsert(job, { fresh = false, append = false } = {}) {
     if (!job || !job.id) return;
+    if (job.cleared) { // taken off the Workspace, here or in another tab
+      remove(job.id);
+      return;
+    }
     let card = cardFor(job.id);
     if (!card) {
       card = createCard(job);
@@ -87,6 +94,17 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     received.set(String(job.id), Date.now());
     renderCard(card, job);
     $("#jobs-empty").hidden = true;
+    onChange();
+  }
+
+  // Take a job's card off the page (a cleared job: the Library keeps its results).
+  function remove(id) {
+    const card = cardFor(id);
+    if (card) card.remove();
+    jobs.delete(String(id));
+    received.delete(String(id));
+    $("#jobs-empty").hidden = jobs.size > 0;
+    onChange();
   }
 
   // A job just submitted: its card, scrolled to on narrow screens (where the form is above the list).
@@ -141,6 +159,7 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
 
     const cancel = $(".cancel-job", card);
     if (finished && cancel) cancel.remove();
+    $(".clear-job", card).hidden = !finished;
 
     const enhanced = $(".enhanced-prompt", card);
     enhanced.hidden = !job.enhanced_prompt;
@@ -295,6 +314,22 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     error.textContent = problem(status, job, "cancel the job");
   }
 
+  async function clearJob(card, button) {
+    button.disabled = true;
+    const { status, data: job } = await api(`${data.urls.jobs}${card.dataset.jobId}/clear/`, { method: "POST" });
+    if (status === 200) {
+      // The focus would fall out of the page with the card: it goes to the list's heading.
+      const focused = card.contains(document.activeElement);
+      remove(card.dataset.jobId);
+      if (focused) $("#jobs-title").focus();
+      return;
+    }
+    button.disabled = false;
+    const error = $(".error-text", card);
+    error.hidden = false;
+    error.textContent = problem(status, job, "clear the job");
+  }
+
   // Clicks on the cards' buttons (main.js attaches it to the container).
   function onClick(event) {
     const reuse = event.target.closest("button.reuse-seed");
@@ -303,6 +338,8 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     if (asReference) return onUseAsReference(asReference);
     const cancel = event.target.closest("button.cancel-job");
     if (cancel) return cancelJob(cancel.closest(".job"), cancel);
+    const clear = event.target.closest("button.clear-job");
+    if (clear) return clearJob(clear.closest(".job"), clear);
     const settings = event.target.closest("button.reuse-settings");
     if (settings) {
       const job = jobs.get(settings.closest(".job").dataset.jobId);
@@ -311,5 +348,6 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
     return undefined;
   }
 
-  return { upsert, addNew, refresh, unfinishedIds, tickEtas, onClick, preview, count: () => jobs.size };
+  return { upsert, addNew, remove, refresh, unfinishedIds, tickEtas, onClick, preview, count: () => jobs.size,
+    all: () => Array.from(jobs.values()) };
 }

@@ -8,6 +8,7 @@ import { $ } from "./dom.js";
 import { createErrors } from "./errors.js";
 import { createForm } from "./form.js";
 import { createLive } from "./live.js";
+import { createQueue } from "./queue.js";
 import { createReferences } from "./references.js";
 import { createWording } from "./wording.js";
 
@@ -21,7 +22,9 @@ const cards = createCards({
   onReuseSeed: (seed) => controls.reuseSeed(seed),
   onUseAsReference: (button) => references.useAsReference(button),
   onReuseSettings: (job) => controls.applySettings(job),
+  onChange: () => queue.render(),
 });
+const queue = createQueue({ data, cards });
 const controls = createForm({ form, data, errors, onCreated: (job) => cards.addNew(job) });
 const references = createReferences({ form, urls: data.urls, errors, onPicked: () => controls.syncControls() });
 const live = createLive(data.urls.events, cards);
@@ -33,6 +36,9 @@ form.elements.prompt.addEventListener("keydown", controls.onPromptKeydown);
 form.elements.prompt.addEventListener("beforeinput", controls.onPromptBeforeInput);
 $("#reference-upload").addEventListener("change", references.upload);
 jobsEl.addEventListener("click", cards.onClick);
+$("#my-queue-list").addEventListener("click", queue.onListClick);
+$("#cancel-waiting").addEventListener("click", queue.cancelWaiting);
+$("#clear-finished").addEventListener("click", queue.clearFinished);
 window.addEventListener("pagehide", live.onPageHide);
 window.addEventListener("pageshow", live.onPageShow);
 setInterval(cards.tickEtas, 1000);
