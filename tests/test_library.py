@@ -236,11 +236,20 @@ def test_detail_shows_every_parameter_the_seed_and_a_reuse_link(alice_client, al
     assert params["Created"].startswith(timezone.localtime(second.created_at).strftime("%Y-%m-%d"))
     assert 'id="asset-image"' in html and f"/{second.bucket}/{second.image_path}?" in html
 
+    # "Use these settings again" renders this image again: its own seed, one image; the batch's link, all three.
     reuse = unescape(re.search(r'<a class="button reuse-settings" href="([^"]+)"', html).group(1))
     url = urlsplit(reuse)
     assert url.path == "/" and parse_qs(url.query, keep_blank_values=True) == {
         "job_type": ["sdxl_image_high"], "prompt": ["two women walking on a beach"],
-        "negative_prompt": ["blurry"], "seed": ["1001"], "num_images": ["3"], "aspect_ratio": ["16:9"]}
+        "negative_prompt": ["blurry"], "seed": ["1001"], "num_images": ["1"], "aspect_ratio": ["16:9"]}
+    batch = unescape(re.search(r'<a class="button secondary reuse-batch" href="([^"]+)"', html).group(1))
+    assert {k: v for k, v in parse_qs(urlsplit(batch).query).items() if k in ("seed", "num_images")} == {
+        "seed": ["1000"], "num_images": ["3"]}
+    note = unescape(re.search(r'<p class="small muted seed-note" id="seed-note">(.*?)</p>', html, re.S).group(1))
+    assert note == ("Seed 1001 is this image's own: image 2 of a batch of 3 whose job seed, 1000, is the first "
+                    "image's; each next image takes the next seed. “Use these settings again” takes this image's "
+                    "seed with one image, which renders this image again; “Use the batch's settings” takes the job "
+                    "seed with all 3.")
 
     download = re.search(r'<a class="button secondary download" href="([^"]+)" download="([^"]+)"', html)
     assert download.group(2) == "ourvidz-sdxl_image_high-1001-2.png"
@@ -265,6 +274,7 @@ def test_video_detail_plays_and_lists_video_parameters(alice_client, alice):
     assert params["Codec"] == "h264" and params["Negative prompt"] == "—"
     reuse = unescape(re.search(r'class="button reuse-settings" href="([^"]+)"', html).group(1))
     assert parse_qs(urlsplit(reuse).query, keep_blank_values=True)["seed"] == ["77"]
+    assert "reuse-batch" not in html and "Seed 77 starts this video's noise" in unescape(html)
     assert 'download="ourvidz-video7b_fast_enhanced-77.mp4"' in html
     src = unescape(re.search(r'<video id="asset-video" src="([^"]+)"', html).group(1))
     assert video.video_path in src and alice_client.get(src).status_code == 200  # signed for this page view

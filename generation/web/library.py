@@ -162,13 +162,15 @@ def asset_seed(asset):
     return asset.job.seed if seed is None else seed
 
 
-def reuse_url(asset):
-    """The Workspace, its form filled with this asset's settings."""
+def reuse_url(asset, batch=False):
+    """The Workspace, its form filled with this asset's settings: its own seed and one output, which
+    renders this very asset again; with batch=True the job's seed and number of images (the batch)."""
     job = asset.job
     params = {
         "job_type": job.job_type, "prompt": job.prompt,
         "negative_prompt": job.metadata.get("user_negative_prompt", ""),
-        "seed": asset_seed(asset), "num_images": job.num_images, "aspect_ratio": job.aspect_ratio,
+        "seed": job.seed if batch else asset_seed(asset), "num_images": job.num_images if batch else 1,
+        "aspect_ratio": job.aspect_ratio,
     }
     if job.reference_image_id:
         params.update(reference_image=job.reference_image_id, reference_type=job.reference_type,
@@ -181,6 +183,18 @@ def download_name(asset, kind):
     extension = asset.path.rsplit(".", 1)[-1]
     index = f"-{asset.image_index + 1}" if kind == "image" and asset.job.num_images > 1 else ""
     return f"ourvidz-{asset.job.job_type}-{asset_seed(asset)}{index}.{extension}"
+
+
+def seed_note(asset, kind):
+    """What "Seed" and "Job seed" mean for this asset, and which one "Use these settings again" takes."""
+    job = asset.job
+    if kind != "image" or job.num_images == 1:
+        return (f"Seed {job.seed} starts this {kind}'s noise: “Use these settings again” takes it, "
+                f"so it renders this {kind} again.")
+    return (f"Seed {asset_seed(asset)} is this image's own: image {asset.image_index + 1} of a batch of "
+            f"{job.num_images} whose job seed, {job.seed}, is the first image's; each next image takes the next "
+            f"seed. “Use these settings again” takes this image's seed with one image, which renders this image "
+            f"again; “Use the batch's settings” takes the job seed with all {job.num_images}.")
 
 
 def _seconds(value):
@@ -275,7 +289,8 @@ def detail(request, kind, pk):
     return render(request, "library/detail.html", {
         "section": "library", "kind": kind, "asset": asset, "job": asset.job, "url": url,
         "job_label": job_types.label(asset.job.job_type),
-        "params": parameters(asset, kind), "reuse_url": reuse_url(asset),
+        "params": parameters(asset, kind), "reuse_url": reuse_url(asset), "seed_note": seed_note(asset, kind),
+        "batch_reuse_url": reuse_url(asset, batch=True) if asset.job.num_images > 1 else None,
         "download_name": download_name(asset, kind), "siblings": siblings,
         "download_url": signed_url(asset.bucket, asset.path, request, download=download_name(asset, kind)),
         "poster_url": signed_url(asset.bucket, asset.thumbnail_path, request) if asset.thumbnail_path else None,

@@ -115,8 +115,10 @@ def test_library_detail_and_reuse_settings(page, alice, log_in, live_workers, sc
     expect(page.locator("a.download")).to_have_count(1)
     screenshot("detail")
 
-    page.locator("a.reuse-settings").click()
+    expect(page.locator("#seed-note")).to_contain_text("image 1 of a batch of 3")
+    page.locator("a.reuse-settings").click()  # this image again: its seed, one image
     page.wait_for_url(re.compile(r"/\?"))
+    expect_checked(page, "num_images", "1")
     expect(page.locator("textarea[name=prompt]")).to_have_value("a red fox in the snow")
     expect(page.locator("input[name=seed]")).to_have_value(str(first.seed))
     expect_checked(page, "seed_mode", "fixed")
