@@ -211,6 +211,30 @@ def test_recent_jobs_are_the_users_own(alice_client, alice, bob, sandbox, settin
     assert first["expected_generation_seconds"] == 4
 
 
+def test_recent_prompts_are_the_users_own_newest_first_each_once(alice_client, alice, bob):
+    for minutes_ago, prompt in [(9, "a red door"), (8, "a harbour at dawn"), (7, "a red door"), (6, "a fox")]:
+        make_job(alice, prompt, minutes_ago=minutes_ago)
+    make_job(bob, "bob's secret prompt")
+    data = get_page(alice_client).data()
+    assert data["recent_prompts"] == ["a fox", "a red door", "a harbour at dawn"]
+    assert data["user_id"] == alice.pk
+
+    for i in range(workspace.RECENT_PROMPTS + 5):
+        make_job(alice, f"prompt {i}", minutes_ago=-i)
+    data = get_page(alice_client).data()
+    assert data["recent_prompts"] == [f"prompt {i}" for i in reversed(range(5, workspace.RECENT_PROMPTS + 5))]
+
+
+def test_form_defaults_and_pool_names_for_the_script(alice_client, alice):
+    """What "Reset form" goes back to (whatever the address prefilled), and the models' display names."""
+    data = get_page(alice_client, "?job_type=video_high&prompt=waves&seed=5").data()
+    assert data["form_defaults"] == {
+        "job_type": "sdxl_image_fast", "prompt": "", "negative_prompt": "", "seed_mode": "random", "seed": "",
+        "num_images": 1, "aspect_ratio": "1:1", "reference_image": "", "reference_type": "style",
+        "reference_strength": job_types.REFERENCE_STRENGTH_DEFAULT}
+    assert data["pool_labels"] == {"sdxl": "SDXL", "wan": "WAN"}
+
+
 def test_completed_job_carries_its_images(alice_client, alice):
     job = make_job(alice, "done", num_images=1, status=JobStatus.COMPLETED)
     Image.objects.create(user=alice, job=job, image_index=0, image_path="a/b.png", thumbnail_path="a/b.webp",

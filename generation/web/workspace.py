@@ -18,6 +18,8 @@ from ..models import Job, JobStatus, ReferenceImage, ReferenceType
 
 DEFAULT_JOB_TYPE = "sdxl_image_fast"
 RECENT_JOBS = 10
+RECENT_PROMPTS = 20
+RECENT_PROMPTS_SCANNED = 200  # the newest jobs read for them: bounded, however many jobs a user has
 REFERENCE_CHOICES = 50
 ASPECT_LABELS = {"1:1": "Square 1:1", "16:9": "Landscape 16:9", "9:16": "Portrait 9:16"}
 
@@ -75,7 +77,8 @@ def prefill(params, user):
     aspect_ratio = params.get("aspect_ratio", "")
     if aspect_ratio not in job_types.aspect_ratios(jt):
         aspect_ratio = default_aspect_ratio(jt)
-    reference = ReferenceImage.objects.filter(user=user, pk=_int_or_none(params.get("reference_image"))).first()
+    reference_id = _int_or_none(params.get("reference_image"))
+    reference = None if reference_id is None else ReferenceImage.objects.filter(user=user, pk=reference_id).first()
     reference_type = params.get("reference_type", "")
     if reference_type not in ReferenceType.values:
         reference_type = ReferenceType.STYLE
@@ -90,6 +93,23 @@ def prefill(params, user):
         "num_images": num_images, "aspect_ratio": aspect_ratio,
         "reference": reference, "reference_type": reference_type, "reference_strength": round(strength, 1),
     }
+
+
+def form_state(form):
+    """The form's values as the script keeps and restores them (named as the job request's fields):
+    the defaults "Reset form" goes back to."""
+    return {
+        "job_type": form["job_type"], "prompt": form["prompt"], "negative_prompt": form["negative_prompt"],
+        "seed_mode": form["seed_mode"], "seed": form["seed"], "num_images": form["num_images"],
+        "aspect_ratio": form["aspect_ratio"], "reference_image": form["reference"].pk if form["reference"] else "",
+        "reference_type": form["reference_type"], "reference_strength": form["reference_strength"],
+    }
+
+
+def recent_prompts(user, limit=RECENT_PROMPTS):
+    """The user's own prompts, newest first, each once (from their newest jobs)."""
+    prompts = Job.objects.filter(user=user).order_by("-created_at").values_list("prompt", flat=True)
+    return list(dict.fromkeys(prompts[:RECENT_PROMPTS_SCANNED]))[:limit]
 
 
 def recent_jobs(request, limit=RECENT_JOBS):
@@ -127,7 +147,9 @@ def workspace(request):
     limits = {**job_types.limits(), "reference_max_bytes": settings.REFERENCE_MAX_BYTES}
     account = credits.account(request.user)
     data = {"job_types": capabilities.job_type_rows(), "type_keys": type_keys(), "jobs": recent_jobs(request),
-            "urls": page_urls(), "limits": limits,
+            "pool_labels": {name: pool.label for name, pool in job_types.POOLS.items()},
+            "urls": page_urls(), "limits": limits, "user_id": request.user.pk,
+            "form_defaults": form_state(prefill({}, request.user)), "recent_prompts": recent_prompts(request.user),
             "account": {"credits": account.credits, "charged": not credits.exemption(request.user, account)}}
     return render(request, "workspace.html", {
         "section": "workspace", "form": form, "data": data, "limits": limits,

@@ -5,6 +5,7 @@ strength), reusing a result's seed, and the script itself (ES modules, no build 
 
 import io
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,8 +21,8 @@ from browser_helpers import (
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
-from generation import job_types, negative_prompts, references, storage
-from generation.models import Job, ReferenceImage
+from generation import job_types, negative_prompts, references, storage, submission
+from generation.models import Job, JobStatus, ReferenceImage
 
 FINISH_MS = 90_000
 MODULES = Path(__file__).resolve().parents[2] / "generation" / "static" / "ourvidz" / "workspace"
@@ -271,7 +272,7 @@ def test_too_long_prompt_and_seed_limits_come_from_the_page_data(page, alice, lo
     # The numbers are the page data's, not the script's: a page whose data says otherwise says otherwise.
     serve_page_data(page, lambda data: data["limits"].update(prompt_max_length=1234, max_seed=5678))
     page.goto("/")
-    expect(page.locator("#prompt-counter")).to_have_text("0 / 1234")
+    expect(page.locator("#prompt-counter")).to_have_text("1234 / 1234")  # the draft, cut to this page's limit
     prompt.evaluate("t => t.removeAttribute('maxlength')")
     prompt.fill("a" * (job_types.PROMPT_MAX_LENGTH + 1))
     choose(page, "seed_mode", "fixed")
@@ -300,6 +301,16 @@ def test_a_long_paste_cut_to_the_prompt_limit_says_so(page, alice, log_in):
     prompt.press("ControlOrMeta+V")
     expect(prompt).to_have_value("a short prompt again" + "b" * (job_types.PROMPT_MAX_LENGTH - 20))
     expect(field_error(page, "prompt")).to_contain_text("and this one would have had 9220.")
+
+    # Into a box already full, a paste changes nothing (and sends no input event): it still says so.
+    prompt.press("Backspace")
+    prompt.press("x")
+    expect(field_error(page, "prompt")).to_have_text("")
+    page.evaluate("text => navigator.clipboard.writeText(text)", "ccc")
+    prompt.press("ControlOrMeta+V")
+    expect(field_error(page, "prompt")).to_contain_text(
+        f"and this one would have had {job_types.PROMPT_MAX_LENGTH + 3}.")
+    expect(prompt).to_have_value("a short prompt again" + "b" * (job_types.PROMPT_MAX_LENGTH - 21) + "x")
 
 
 def test_too_large_upload_says_both_sizes(page, alice, log_in, settings, allow_console_errors):
@@ -334,3 +345,223 @@ def test_the_script_runs_as_modules(page, alice, log_in):
     assert set(loaded) == modules, "every module is used, and only those"
     for path, (status, content_type) in loaded.items():
         assert status == 200 and "javascript" in content_type, (path, status, content_type)
+
+
+def test_the_form_is_remembered_across_reloads_per_user_and_resets(page, alice, bob, log_in, settings):
+    settings.EVENT_STREAMS_PER_USER = 20  # a closed page's stream ends at its next heartbeat: many loads here
+    ref = references.store_reference(alice, png(), "harbour.png")
+    log_in(alice)
+    choose(page, "kind", "video")  # so WAN
+    choose(page, "quality", "high")
+    page.locator("label.switch[for=enhanced]").click()
+    page.locator("select[name=aspect_ratio]").select_option("16:9")
+    page.locator("input[name=seed]").fill("1234")  # typing a seed chooses "Fixed"
+    page.locator("textarea[name=negative_prompt]").fill("blurry")
+    page.locator("select[name=reference_image]").select_option(str(ref.pk))
+    page.locator("input[name=reference_strength]").fill("0.4")
+    page.locator("textarea[name=prompt]").fill("a draft not sent yet")
+
+    def expect_remembered():
+        for name, value in [("kind", "video"), ("model", "wan"), ("quality", "high"), ("seed_mode", "fixed")]:
+            expect_checked(page, name, value)
+        expect(page.locator("input[name=enhanced]")).to_be_checked()
+        expect(page.locator("select[name=aspect_ratio]")).to_have_value("16:9")
+        expect(page.locator("input[name=seed]")).to_have_value("1234")
+        expect(page.locator("textarea[name=negative_prompt]")).to_have_value("blurry")
+        expect(page.locator("select[name=reference_image]")).to_have_value(str(ref.pk))
+        expect(page.locator("#strength-value")).to_have_text("0.4")
+        expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "video7b_high_enhanced")
+
+    page.reload()
+    expect(page.locator("textarea[name=prompt]")).to_have_value("a draft not sent yet")
+    expect_remembered()
+
+    # The Library's links fill in what they carry; the rest is as it was left.
+    page.goto("/?prompt=from+the+library&seed=7")
+    expect(page.locator("textarea[name=prompt]")).to_have_value("from the library")
+    expect(page.locator("input[name=seed]")).to_have_value("7")
+    expect_checked(page, "quality", "high")
+    expect(page.locator("textarea[name=negative_prompt]")).to_have_value("blurry")
+
+    # What the page no longer offers is not restored (a retired job type, a ratio or seed out of range).
+    page.evaluate("""key => localStorage.setItem(key, JSON.stringify({version: 1, form: {
+        job_type: 'retired_type', aspect_ratio: '4:3', seed: '-5', seed_mode: 'fixed', prompt: 'kept'}}))""",
+                  f"ourvidz.workspace.form.{alice.pk}")
+    page.goto("/")
+    expect(page.locator("textarea[name=prompt]")).to_have_value("kept")
+    expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "sdxl_image_fast")
+    expect(page.locator("select[name=aspect_ratio]")).to_have_value("1:1")
+    expect(page.locator("input[name=seed]")).to_have_value("")
+
+    # "Reset form": the defaults and an empty prompt, which a reload keeps.
+    page.locator("textarea[name=prompt]").fill("a draft")
+    choose(page, "model", "wan")
+    page.locator("#reset-form").click()
+    expect(page.locator("textarea[name=prompt]")).to_have_value("")
+    expect(page.locator("textarea[name=prompt]")).to_be_focused()
+    page.reload()
+    expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "sdxl_image_fast")
+    expect_checked(page, "seed_mode", "random")
+    expect(page.locator("textarea[name=prompt]")).to_have_value("")
+
+    # Kept per user: another user in this browser starts from the defaults.
+    page.locator("textarea[name=prompt]").fill("alice's draft")
+    serve_page_data(page, lambda data: data.update(user_id=bob.pk))
+    page.goto("/")
+    expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "sdxl_image_fast")
+    expect(page.locator("textarea[name=prompt]")).to_have_value("")
+
+
+def test_reuse_settings_from_a_card_overrides_and_is_remembered(page, alice, log_in):
+    job = submission.build_job(alice, "image_high", "a lighthouse in fog", seed=31337, aspect_ratio="16:9")
+    job.status = JobStatus.COMPLETED
+    job.save(force_insert=True)
+    log_in(alice)
+    page.locator("textarea[name=prompt]").fill("my draft")
+    choose(page, "num_images", "6")
+    card(page, job.pk).locator("button.reuse-settings").click()
+    expect(page.locator("textarea[name=prompt]")).to_have_value("a lighthouse in fog")
+    page.reload()
+    expect(page.locator("textarea[name=prompt]")).to_have_value("a lighthouse in fog")
+    expect(page.locator("#expected-time")).to_have_attribute("data-job-type", "image_high")
+    expect(page.locator("input[name=seed]")).to_have_value("31337")
+    expect(page.locator("select[name=aspect_ratio]")).to_have_value("16:9")
+    expect_checked(page, "num_images", "1")
+
+
+def test_recent_prompts_are_chosen_with_the_keyboard(page, alice, bob, log_in, screenshot):
+    for user, prompt in [(alice, "a red door"), (bob, "bob's own prompt"), (alice, "a harbour at dawn")]:
+        job = submission.build_job(user, "sdxl_image_fast", prompt)
+        job.status = JobStatus.COMPLETED
+        job.save(force_insert=True)
+    log_in(alice)
+    button = page.locator("#recent-prompts-button")
+    listbox = page.get_by_role("listbox", name="Recent prompts")
+    expect(listbox).to_be_hidden()
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(listbox).to_be_focused()
+    expect(button).to_have_attribute("aria-expanded", "true")
+    expect(listbox.get_by_role("option")).to_have_text(["a harbour at dawn", "a red door"])  # not bob's
+    expect(listbox.get_by_role("option", selected=True)).to_have_text("a harbour at dawn")
+    screenshot("recent-prompts", page.locator("#job-form"))
+    page.keyboard.press("Escape")
+    expect(listbox).to_be_hidden()
+    expect(button).to_be_focused()
+
+    page.keyboard.press("ArrowDown")  # opens it too
+    page.keyboard.press("ArrowDown")
+    expect(listbox.get_by_role("option", selected=True)).to_have_text("a red door")
+    page.keyboard.press("Enter")
+    expect(listbox).to_be_hidden()
+    prompt = page.locator("textarea[name=prompt]")
+    expect(prompt).to_have_value("a red door")
+    expect(prompt).to_be_focused()
+    expect(page.locator("#prompt-counter")).to_have_text(f"10 / {job_types.PROMPT_MAX_LENGTH}")
+
+    # A prompt sent from here comes first.
+    prompt.fill("a lantern on a table")
+    submit_job(page)
+    button.click()
+    expect(listbox.get_by_role("option")).to_have_text(["a lantern on a table", "a harbour at dawn", "a red door"])
+    listbox.get_by_role("option", name="a harbour at dawn").click()
+    expect(prompt).to_have_value("a harbour at dawn")
+
+
+# A file given to the page as a drop or a paste would give it (DataTransfer and ClipboardEvent).
+GIVE_FILE = """([how, bytes, name]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([new Uint8Array(bytes)], name, {type: 'image/png'}));
+  const section = document.querySelector('#reference-section');
+  const options = {dataTransfer: data, bubbles: true, cancelable: true};
+  if (how === 'drag') {
+    section.dispatchEvent(new DragEvent('dragenter', options));
+    section.dispatchEvent(new DragEvent('dragover', options));
+    window.__dragged = data;
+  } else if (how === 'drop') {
+    // The data dragged over before, else this file.
+    section.dispatchEvent(new DragEvent('drop', {...options, dataTransfer: bytes.length ? data : window.__dragged}));
+  } else {
+    document.activeElement.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true,
+                                                                      cancelable: true}));
+  }
+}"""
+
+
+def test_drop_or_paste_an_image_to_set_the_reference(page, alice, log_in, screenshot, allow_console_errors):
+    allow_console_errors(BAD_REQUEST)
+    log_in(alice)
+    section = page.locator("#reference-section")
+    picker = page.locator("select[name=reference_image]")
+
+    page.evaluate(GIVE_FILE, ["drag", list(png()), "dropped.png"])
+    expect(section).to_have_class(re.compile(r"\bdrop-target\b"))  # lit up while dragged over
+    screenshot("drop-target", section)
+    page.evaluate(GIVE_FILE, ["drop", [], ""])
+    expect(section).not_to_have_class(re.compile(r"\bdrop-target\b"))
+    expect(picker.locator("option:checked")).to_have_text("dropped.png · 48×32")
+    expect(page.locator("img#reference-preview")).to_be_visible()
+    dropped = ReferenceImage.objects.get(user=alice)
+
+    page.evaluate(GIVE_FILE, ["drop", list(b"this is not a picture"), "notes.png"])  # checked as uploads are
+    expect(field_error(page, "file")).to_have_text(
+        "That file is not an image we can read. Upload a PNG, JPEG or WebP picture.")
+    expect(picker).to_have_value(str(dropped.pk))
+
+    # Pasted while no text box has the focus (here: the Generate button); a text box keeps its own pastes.
+    page.locator("textarea[name=prompt]").focus()
+    page.evaluate(GIVE_FILE, ["paste", list(png(color=(10, 200, 10))), "ignored.png"])
+    page.locator("textarea[name=prompt]").fill("a harbour like the pasted one")
+    page.locator("button#submit-job").focus()
+    page.evaluate(GIVE_FILE, ["paste", list(png(color=(200, 40, 40))), "image.png"])
+    expect(picker.locator("option:checked")).to_have_text("image.png · 48×32")
+    expect(field_error(page, "file")).to_have_text("")
+    pasted = ReferenceImage.objects.exclude(pk=dropped.pk).get(user=alice)
+    assert picker.input_value() == str(pasted.pk)
+    job_id = submit_job(page)
+    assert Job.objects.get(pk=job_id).reference_image_id == pasted.pk
+
+    choose(page, "model", "wan")  # WAN images take no reference: no drop target then
+    page.evaluate(GIVE_FILE, ["drag", list(png()), "dropped.png"])
+    expect(section).not_to_have_class(re.compile(r"\bdrop-target\b"))
+    page.evaluate(GIVE_FILE, ["drop", [], ""])
+    assert ReferenceImage.objects.filter(user=alice).count() == 2
+
+
+def test_rules_are_said_in_words_beside_the_controls_they_turn_off(page, alice, log_in, screenshot):
+    log_in(alice)
+    rules = {name: page.locator(f"#{name}") for name in (
+        "kind-rule", "model-rule", "enhance-rule", "num-images-hint", "reference-hint", "reference-type-rule")}
+
+    def expect_rules(**texts):
+        for name, rule in rules.items():
+            text = texts.get(name.replace("-", "_"), "")
+            if text:
+                expect(rule).to_be_visible()
+                expect(rule).to_have_text(text)
+            else:
+                expect(rule).to_be_hidden()
+
+    enhanced = page.locator("input[name=enhanced]")
+    expect_rules(kind_rule="SDXL makes images only.", enhance_rule="Enhance is for WAN jobs.")
+    expect(enhanced).to_be_disabled()
+    expect(enhanced).to_have_accessible_description("Enhance is for WAN jobs.")
+    screenshot("rules-sdxl", page.locator("#job-form"))
+
+    choose(page, "model", "wan")
+    expect_rules(num_images_hint="WAN makes one image per job.",
+                 reference_hint="WAN images can't start from a reference image. Choose SDXL, or make a video.")
+    expect(page.locator("input[name=num_images][value='3']")).to_have_accessible_description(
+        "WAN makes one image per job.")
+    expect(page.locator("select[name=reference_image]")).to_have_accessible_description(
+        "WAN images can't start from a reference image. Choose SDXL, or make a video.")
+
+    choose(page, "kind", "video")
+    expect_rules(model_rule="SDXL makes images only.", num_images_hint="WAN makes one video per job.",
+                 reference_type_rule="WAN video · fast takes composition references only.")
+    expect(page.locator("input[name=model][value=sdxl]")).to_have_accessible_description("SDXL makes images only.")
+    screenshot("rules-video", page.locator("#job-form"))
+
+    choose(page, "kind", "image")
+    choose(page, "model", "sdxl")
+    expect_rules(kind_rule="SDXL makes images only.", enhance_rule="Enhance is for WAN jobs.")

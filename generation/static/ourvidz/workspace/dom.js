@@ -37,10 +37,6 @@ export function orList(items) {
   return texts.length > 1 ? `${texts.slice(0, -1).join(", ")} or ${texts[texts.length - 1]}` : texts.join("");
 }
 
-export function modelLabel(pool) {
-  return pool === "sdxl" ? "SDXL" : "WAN";
-}
-
 // A job-type row of the page data in words ("SDXL image · fast"): the job-type table's label.
 export function typeLabel(type) {
   return type ? type.label : "";

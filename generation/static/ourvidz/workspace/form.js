@@ -1,9 +1,11 @@
 // The job form: which job type the controls select, the controls that depend on it (quantity, enhance,
-// aspect ratios, seed, reference section), the expected time, the negative-prompt preview, filling the
-// form from an earlier job, and submitting.
+// aspect ratios, seed, reference section) with the rule that turns one off said in words beside it, the
+// expected time, the negative-prompt preview, filling the form from an earlier job, remembering it
+// across reloads (draft.js), and submitting.
 
 import { api, newKey } from "./api.js";
-import { $, $$, el, formatSeconds, typeLabel } from "./dom.js";
+import { $, $$, el, formatSeconds, orList, typeLabel } from "./dom.js";
+import { createDraft } from "./draft.js";
 import { problem } from "./errors.js";
 import { createPreview } from "./preview.js";
 import { noReferenceText } from "./wording.js";
@@ -19,6 +21,8 @@ const REFERENCE_HINTS = {
 export function createForm({ form, data, errors, onCreated }) {
   const typesByName = Object.fromEntries(data.job_types.map((t) => [t.name, t]));
   const { limits } = data;
+  const poolLabel = (pool) => data.pool_labels[pool] || pool;
+  const draft = createDraft(data.user_id);
 
   const field = (name) => form.elements[name];
   const radioValue = (name) => {
@@ -65,15 +69,38 @@ export function createForm({ form, data, errors, onCreated }) {
       radio.disabled = !type.num_images.includes(parseInt(radio.value, 10));
       if (radio.disabled && radio.checked) setRadio("num_images", String(type.num_images[0]));
     }
-    $("#num-images-hint").textContent = type.num_images.length > 1 ? "" : `WAN makes one ${type.kind} per job.`;
-    for (const option of field("aspect_ratio").options) {
+    const ratios = field("aspect_ratio");
+    for (const option of ratios.options) {
       option.disabled = !(option.value in type.aspect_ratios);
       const size = type.aspect_ratios[option.value];
       option.title = size ? `${size[0]}×${size[1]}` : "";
     }
+    if (ratios.selectedOptions[0] && ratios.selectedOptions[0].disabled) {
+      ratios.value = Object.keys(type.aspect_ratios)[0];
+    }
+    showRules(type);
     syncSeed();
     syncReference(type);
     showExpected(type);
+  }
+
+  // Each control the choices turn off says why beside it (and names that text in aria-describedby),
+  // in words built from the page's job types: which model makes what, which types enhance.
+  function showRules(type) {
+    const poolsWhere = (test) => orList([...new Set(data.job_types.filter(test).map((t) => poolLabel(t.pool)))]);
+    const onlyKind = (pool) => {
+      const kinds = new Set(data.job_types.filter((t) => t.pool === pool).map((t) => t.kind));
+      return kinds.size === 1 ? `${poolLabel(pool)} makes ${[...kinds][0]}s only.` : "";
+    };
+    const model = radioValue("model");
+    $("#kind-rule").textContent = onlyKind(model);
+    $("#model-rule").textContent = $("#model-sdxl").disabled ? onlyKind("sdxl") : "";
+    $("#enhance-rule").textContent = field("enhanced").disabled
+      ? `Enhance is for ${poolsWhere((t) => t.enhanced)} jobs.` : "";
+    $("#num-images-hint").textContent = type.num_images.length > 1 ? ""
+      : `${poolLabel(type.pool)} makes one ${type.kind} per job.`;
+    const missing = Array.from(field("aspect_ratio").options).filter((o) => o.disabled).map((o) => o.value);
+    $("#aspect-ratio-rule").textContent = missing.length ? `${typeLabel(type)} has no ${orList(missing)} size.` : "";
   }
 
   function showExpected(type) {
@@ -116,6 +143,8 @@ export function createForm({ form, data, errors, onCreated }) {
     if (supported.length && !supported.includes(typeSelect.value)) {
       typeSelect.value = supported.includes("composition") ? "composition" : supported[0];
     }
+    $("#reference-type-rule").textContent = supported.length && supported.length < typeSelect.options.length
+      ? `${typeLabel(type)} takes ${orList(supported)} references only.` : "";
     const hasImage = field("reference_image").value !== "";
     section.classList.toggle("no-image", !hasImage);
     $("#strength-hint").textContent = !supported.length || !hasImage ? ""
@@ -142,33 +171,96 @@ export function createForm({ form, data, errors, onCreated }) {
     $("#prompt-counter").textContent = `${field("prompt").value.length} / ${limits.prompt_max_length}`;
   }
 
-  // Fill the form from a job's settings (the "Reuse settings" button on a card).
-  function applySettings(job) {
-    const type = typesByName[job.job_type];
-    if (!type) return;
-    setRadio("kind", type.kind);
-    setRadio("model", type.pool);
-    setRadio("quality", type.quality);
-    field("enhanced").checked = type.enhanced;
-    field("prompt").value = job.prompt;
-    field("negative_prompt").value = (job.metadata && job.metadata.user_negative_prompt) || "";
-    setRadio("num_images", String(job.num_images || type.num_images[0]));
-    if (job.aspect_ratio) field("aspect_ratio").value = job.aspect_ratio;
-    setRadio("seed_mode", "fixed");
-    field("seed").value = job.seed;
-    if (job.reference_image && field("reference_image").querySelector(`option[value="${job.reference_image}"]`)) {
-      field("reference_image").value = String(job.reference_image);
-      field("reference_type").value = job.reference_type;
-      if (job.reference_strength) field("reference_strength").value = job.reference_strength;
-    } else {
-      field("reference_image").value = "";
+  // The form's values, named as the job request's fields (what draft.js keeps; workspace.py's
+  // form_state gives the defaults in the same shape).
+  function state() {
+    const type = currentType();
+    return {
+      job_type: type.name, prompt: field("prompt").value, negative_prompt: field("negative_prompt").value,
+      seed_mode: radioValue("seed_mode"), seed: field("seed").value, num_images: numImages(type),
+      aspect_ratio: field("aspect_ratio").value, reference_image: field("reference_image").value,
+      reference_type: field("reference_type").value, reference_strength: field("reference_strength").value,
+    };
+  }
+
+  const hasOption = (name, value) => Array.from(field(name).options).some((o) => o.value === String(value));
+
+  // Set the form to `values` (state()'s shape, any of its fields but those in `skip`). A value the page
+  // no longer offers (a job type or reference image that is gone, a number out of range) leaves its
+  // control as it was; a reference image that is gone leaves none chosen.
+  function setState(values, { skip = new Set() } = {}) {
+    const given = (name) => values[name] !== undefined && values[name] !== null && !skip.has(name);
+    const type = given("job_type") && typesByName[values.job_type];
+    if (type) {
+      setRadio("kind", type.kind);
+      setRadio("model", type.pool);
+      setRadio("quality", type.quality);
+      field("enhanced").checked = type.enhanced;
+    }
+    if (given("prompt")) field("prompt").value = String(values.prompt).slice(0, limits.prompt_max_length);
+    if (given("negative_prompt")) {
+      field("negative_prompt").value = String(values.negative_prompt).slice(0, limits.negative_prompt_max_length);
+    }
+    if (given("num_images") && limits.num_images.includes(Number(values.num_images))) {
+      setRadio("num_images", String(values.num_images));
+    }
+    if (given("aspect_ratio") && hasOption("aspect_ratio", values.aspect_ratio)) {
+      field("aspect_ratio").value = values.aspect_ratio;
+    }
+    const seed = given("seed") ? String(values.seed) : null;
+    if (seed === "" || (/^\d+$/.test(seed) && Number(seed) <= limits.max_seed)) field("seed").value = seed;
+    if (given("seed_mode") && ["random", "fixed"].includes(values.seed_mode)) setRadio("seed_mode", values.seed_mode);
+    if (given("reference_image")) {
+      field("reference_image").value = hasOption("reference_image", values.reference_image)
+        ? String(values.reference_image) : "";
+    }
+    if (given("reference_type") && hasOption("reference_type", values.reference_type)) {
+      field("reference_type").value = values.reference_type;
+    }
+    const strength = given("reference_strength") ? parseFloat(values.reference_strength) : NaN;
+    if (strength >= limits.reference_strength_min && strength <= limits.reference_strength_max) {
+      field("reference_strength").value = strength;
     }
     showStrength();
     showCounter();
     syncControls();
     preview.schedule();
+    remember();
+  }
+
+  function remember() {
+    draft.save(state());
+  }
+
+  // Fill the form from a job's settings (the "Reuse settings" button on a card).
+  function applySettings(job) {
+    if (!typesByName[job.job_type]) return;
+    setState({
+      job_type: job.job_type, prompt: job.prompt,
+      negative_prompt: (job.metadata && job.metadata.user_negative_prompt) || "",
+      num_images: job.num_images || 1, aspect_ratio: job.aspect_ratio || undefined,
+      seed_mode: "fixed", seed: job.seed,
+      reference_image: job.reference_image || "", reference_type: job.reference_type || undefined,
+      reference_strength: job.reference_strength || undefined,
+    });
     form.scrollIntoView({ behavior: "smooth", block: "start" });
     field("prompt").focus({ preventScroll: true });
+  }
+
+  // A recent prompt chosen from the list fills the prompt box.
+  function usePrompt(text) {
+    setState({ prompt: text });
+    errors.clearFieldError("prompt");
+    const box = field("prompt");
+    box.focus();
+    box.setSelectionRange(box.value.length, box.value.length);
+  }
+
+  // "Reset form": the page's defaults (workspace.py's form_state), an empty prompt included.
+  function reset() {
+    errors.clearErrors();
+    setState(data.form_defaults);
+    field("prompt").focus();
   }
 
   // A result's "Reuse" button: its seed becomes the next job's.
@@ -183,6 +275,7 @@ export function createForm({ form, data, errors, onCreated }) {
     input.classList.remove("flash");
     void input.offsetWidth; // restart the animation
     input.classList.add("flash");
+    remember();
   }
 
   function payload() {
@@ -262,6 +355,7 @@ export function createForm({ form, data, errors, onCreated }) {
       if (radioValue("seed_mode") === "fixed" && !field("seed").value) field("seed").focus();
     }
     if (name) errors.clearFieldError(name);
+    remember();
   }
 
   let promptLength = 0; // what the prompt box's last input would have made (onPromptBeforeInput)
@@ -279,6 +373,7 @@ export function createForm({ form, data, errors, onCreated }) {
     if (name === "prompt" && event.target.value.length < promptLength) showPromptCut();
     else if (name) errors.clearFieldError(name);
     promptLength = 0;
+    remember();
   }
 
   // The prompt box's maxlength cuts a long paste without a word. beforeinput still has the whole text:
@@ -287,6 +382,18 @@ export function createForm({ form, data, errors, onCreated }) {
     const box = event.target;
     const text = event.data ?? (event.dataTransfer ? event.dataTransfer.getData("text/plain") : "");
     promptLength = box.value.length - (box.selectionEnd - box.selectionStart) + (text || "").length;
+  }
+
+  // A paste into a box already at its limit changes nothing, so no beforeinput or input event says so:
+  // the paste event itself still has the text.
+  function onPromptPaste(event) {
+    const box = event.target;
+    const text = event.clipboardData ? event.clipboardData.getData("text/plain") : "";
+    const length = box.value.length - (box.selectionEnd - box.selectionStart) + text.length;
+    if (text && length > limits.prompt_max_length) {
+      promptLength = length;
+      showPromptCut();
+    }
   }
 
   function showPromptCut() {
@@ -303,14 +410,20 @@ export function createForm({ form, data, errors, onCreated }) {
     }
   }
 
-  // The first state, before any event.
+  // The first state, before any event: the form as this user left it, but for what the address asks
+  // for (the Library's "Use these settings again" and "Use as reference" links).
   function start() {
+    const asked = new Set(new URLSearchParams(window.location.search).keys());
+    if (asked.has("seed")) asked.add("seed_mode");
+    const saved = draft.load();
+    if (saved) setState(saved, { skip: asked });
     showStrength();
     showCounter();
     syncControls();
     preview.load();
+    remember();
   }
 
-  return { field, syncControls, applySettings, reuseSeed, submit, onChange, onInput, onPromptBeforeInput, onPromptKeydown,
-    start };
+  return { field, syncControls, remember, applySettings, reuseSeed, usePrompt, reset, submit, onChange, onInput,
+    onPromptBeforeInput, onPromptPaste, onPromptKeydown, start };
 }

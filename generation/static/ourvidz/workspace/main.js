@@ -8,6 +8,7 @@ import { $ } from "./dom.js";
 import { createErrors } from "./errors.js";
 import { createForm } from "./form.js";
 import { createLive } from "./live.js";
+import { createRecentPrompts } from "./prompts.js";
 import { createQueue } from "./queue.js";
 import { createReferences } from "./references.js";
 import { createWording } from "./wording.js";
@@ -25,8 +26,15 @@ const cards = createCards({
   onChange: () => queue.render(),
 });
 const queue = createQueue({ data, cards });
-const controls = createForm({ form, data, errors, onCreated: (job) => cards.addNew(job) });
-const references = createReferences({ form, urls: data.urls, errors, onPicked: () => controls.syncControls() });
+const controls = createForm({ form, data, errors, onCreated: (job) => {
+  cards.addNew(job);
+  recentPrompts.add(job.prompt);
+} });
+const references = createReferences({ form, urls: data.urls, errors, onPicked: () => {
+  controls.syncControls();
+  controls.remember();
+} });
+const recentPrompts = createRecentPrompts({ prompts: data.recent_prompts, onChoose: controls.usePrompt });
 const live = createLive(data.urls.events, cards);
 
 form.addEventListener("submit", controls.submit);
@@ -34,7 +42,10 @@ form.addEventListener("change", controls.onChange);
 form.addEventListener("input", controls.onInput);
 form.elements.prompt.addEventListener("keydown", controls.onPromptKeydown);
 form.elements.prompt.addEventListener("beforeinput", controls.onPromptBeforeInput);
+form.elements.prompt.addEventListener("paste", controls.onPromptPaste);
+$("#reset-form").addEventListener("click", controls.reset);
 $("#reference-upload").addEventListener("change", references.upload);
+document.addEventListener("paste", references.onPaste);
 jobsEl.addEventListener("click", cards.onClick);
 $("#my-queue-list").addEventListener("click", queue.onListClick);
 $("#cancel-waiting").addEventListener("click", queue.cancelWaiting);

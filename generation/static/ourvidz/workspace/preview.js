@@ -17,6 +17,7 @@ export function createPreview(url, current) {
   }
 
   async function load() {
+    clearTimeout(timer); // asked now: a scheduled ask would only repeat it
     const { type, prompt, negative_prompt: negativePrompt } = current();
     const mine = ++seq;
     const params = new URLSearchParams({ job_type: type.name, prompt, negative_prompt: negativePrompt });

@@ -1,4 +1,5 @@
-// Reference images: uploading one, using an earlier result as one, and listing either in the picker.
+// Reference images: uploading one (chosen, dropped on the reference section or pasted), using an
+// earlier result as one, and listing either in the picker.
 
 import { api } from "./api.js";
 import { $, el } from "./dom.js";
@@ -46,7 +47,12 @@ export function createReferences({ form, urls, errors, onPicked }) {
   async function upload() {
     const input = $("#reference-upload");
     const file = input.files[0];
-    if (!file) return;
+    input.value = "";
+    if (file) await uploadFile(file);
+  }
+
+  // Upload `file` as a reference image and choose it; the server checks it and the page words its answer.
+  async function uploadFile(file) {
     errors.clearFieldError("file");
     errors.clearFieldError("reference_image");
     const status = $("#upload-status");
@@ -54,7 +60,6 @@ export function createReferences({ form, urls, errors, onPicked }) {
     const body = new FormData();
     body.append("file", file);
     const answer = await api(urls.references, { method: "POST", body });
-    input.value = "";
     status.textContent = "";
     if (answer.status === 201) {
       addReference(answer.data);
@@ -68,5 +73,56 @@ export function createReferences({ form, urls, errors, onPicked }) {
     }
   }
 
-  return { upload, useAsReference };
+  // Dragging files over the reference section lights it up; dropping uploads the first one. Where the
+  // job type takes no reference (the section is off) it is no drop target, and the hint says why.
+  const section = $("#reference-section");
+  let dragDepth = 0; // enter/leave pairs of the section's own children while dragging over it
+  const carriesFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
+
+  function onDragEnter(event) {
+    if (!carriesFiles(event) || section.disabled) return;
+    dragDepth += 1;
+    section.classList.add("drop-target");
+  }
+
+  function onDragOver(event) {
+    if (!carriesFiles(event)) return;
+    event.preventDefault(); // a file dropped here never opens in the tab instead
+    event.dataTransfer.dropEffect = section.disabled ? "none" : "copy";
+  }
+
+  function onDragLeave(event) {
+    if (!carriesFiles(event)) return;
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) section.classList.remove("drop-target");
+  }
+
+  function onDrop(event) {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    dragDepth = 0;
+    section.classList.remove("drop-target");
+    const [file] = event.dataTransfer.files;
+    if (file && !section.disabled) uploadFile(file);
+  }
+
+  // An image pasted anywhere on the page but a text box (which takes pastes itself) becomes the reference.
+  function onPaste(event) {
+    const target = event.target;
+    const typing = target.closest && target.closest("textarea, [contenteditable], " +
+      "input:not([type=radio], [type=checkbox], [type=range], [type=file], [type=button], [type=submit])");
+    if (typing || section.disabled || !event.clipboardData) return;
+    const file = Array.from(event.clipboardData.files).find((f) => f.type.startsWith("image/"));
+    if (!file) return;
+    event.preventDefault();
+    section.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    uploadFile(file);
+  }
+
+  section.addEventListener("dragenter", onDragEnter);
+  section.addEventListener("dragover", onDragOver);
+  section.addEventListener("dragleave", onDragLeave);
+  section.addEventListener("drop", onDrop);
+
+  return { upload, useAsReference, onPaste };
 }

@@ -2,7 +2,7 @@
 // codes when asked with X-Error-Codes: 1). Numbers come from the page data's limits and job types.
 // A code this table does not know shows the server's message as it is.
 
-import { megabytes, modelLabel, orList, typeLabel } from "./dom.js";
+import { megabytes, orList, typeLabel } from "./dom.js";
 
 const NO_LONGER_AVAILABLE = "That reference image is no longer available; pick another or upload it again.";
 const CHOOSE_A_FILE = "Choose an image file to upload.";
@@ -21,7 +21,8 @@ export function noReferenceText(type) {
 }
 
 // Each entry: text, or (context) => text; null falls back to the server's message.
-// context: {limits, types, type (the job type sent), value (the field's value sent), file (an upload)}.
+// context: {limits, types, poolLabels (pool -> its display name), type (the job type sent), value (the
+// field's value sent), file (an upload)}.
 const BY_FIELD = {
   prompt: {
     required: "Describe what you want to generate.",
@@ -35,10 +36,11 @@ const BY_FIELD = {
   num_images: {
     invalid: "Enter a whole number.",
     invalid_choice: ({ limits }) => `Must be ${orList(limits.num_images)}.`,
-    single_output: ({ limits, types, type }) => {
+    single_output: ({ limits, types, poolLabels, type }) => {
       if (!type) return null;
       const several = limits.num_images.filter((n) => n > 1);
-      const models = [...new Set(types.filter((t) => t.num_images.length > 1).map((t) => modelLabel(t.pool)))];
+      const batched = types.filter((t) => t.num_images.length > 1);
+      const models = [...new Set(batched.map((t) => poolLabels[t.pool] || t.pool))];
       return `${typeLabel(type)} makes one ${type.kind} per job; only ${orList(models)} types make ${orList(several)}.`;
     },
   },
@@ -105,11 +107,11 @@ const BY_CODE = {
 
 // word(field, {message, code}, {sent, file}): the text to show for one error of `field`.
 // `sent` is the request body the answer is about, `file` the file an upload sent.
-export function createWording({ limits, job_types: types }) {
+export function createWording({ limits, job_types: types, pool_labels: poolLabels }) {
   const typesByName = Object.fromEntries(types.map((t) => [t.name, t]));
   return function word(field, { message, code }, { sent = {}, file = null } = {}) {
     const entry = own(own(BY_FIELD, field), code) ?? own(BY_CODE, code);
-    const context = { limits, types, type: typesByName[sent.job_type], value: sent[field], file };
+    const context = { limits, types, poolLabels, type: typesByName[sent.job_type], value: sent[field], file };
     const text = typeof entry === "function" ? entry(context) : entry;
     return text || String(message);
   };
