@@ -7,6 +7,16 @@ the steps it went through. Readers (the Library's detail page, API clients) use 
 from typing import TypedDict
 
 
+def parameters_text(prompt, negative_prompt, **params):
+    """Generation parameters in the `parameters` text-chunk convention other SDXL tools read (A1111's):
+    what a PNG carries, and what a job's zip download says of each file."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(", ".join(f"{key}: {value}" for key, value in params.items() if value not in (None, "")))
+    return "\n".join(lines)
+
+
 class Reference(TypedDict, total=False):
     """How a job used its reference image (both pools)."""
 

@@ -7,6 +7,7 @@ Both backends hand out URLs that expire. Object names are deterministic, so stor
 import io
 import mimetypes
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +59,10 @@ class LocalStorage:
 
     def get(self, bucket, name):
         return self.file_path(bucket, name).read_bytes()
+
+    def open(self, bucket, name):
+        """The stored file as a binary stream to read in chunks (a context manager)."""
+        return self.file_path(bucket, name).open("rb")
 
     def delete(self, bucket, name):
         self.file_path(bucket, name).unlink(missing_ok=True)
@@ -127,6 +132,16 @@ class MinioStorage:
         response = self.client.get_object(self._bucket(bucket), name)
         try:
             return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    @contextmanager
+    def open(self, bucket, name):
+        """The stored object as a binary stream to read in chunks (a context manager)."""
+        response = self.client.get_object(self._bucket(bucket), name)
+        try:
+            yield response
         finally:
             response.close()
             response.release_conn()

@@ -56,6 +56,15 @@ def test_minio_put_get_presign_delete(minio):
     minio.check()
 
 
+def test_both_backends_open_a_stored_file_as_a_stream(minio, tmp_path):
+    data = bytes(range(256)) * 8192  # 2 MiB: read in parts, as the job zip copies a file
+    for backend in (minio, storage.LocalStorage(tmp_path)):
+        backend.put("video-fast", "1/job.mp4", data)
+        with backend.open("video-fast", "1/job.mp4") as stream:
+            assert stream.read(1000) == data[:1000]
+            assert stream.read() == data[1000:]
+
+
 def test_minio_public_endpoint_signs_for_the_browser_host(s3_endpoint):
     backend = storage.MinioStorage(s3_endpoint, "testing", "testing-secret", secure=False, region="us-east-1",
                                    public_endpoint="media.example.com")

@@ -191,6 +191,7 @@ def test_embedded_job_types(alice_client, settings):
     assert data["urls"] == {"jobs": "/api/jobs/", "events": "/events/jobs", "negative_prompt": "/api/negative-prompt/",
                             "references": "/api/references/", "images": "/api/images/",
                             "library_detail": "/library/KIND/0/", "account": "/api/account/",
+                            "library_download": "/library/KIND/0/download/", "videos": "/api/videos/",
                             "cancel_waiting": "/api/jobs/cancel-waiting/",
                             "clear_finished": "/api/jobs/clear-finished/"}
 

@@ -30,15 +30,20 @@ class AssetFilter(django_filters.FilterSet):
     job_type = ChoiceFilter(field_name="job__job_type", choices=JOB_TYPE_CHOICES)
     # An image or video exists once its job completed; the job's status is the asset's.
     status = ChoiceFilter(field_name="job__status", choices=JobStatus.choices)
+    # Favourites (kept from retention): the JSON words, strictly, so that a typo is a 400 and not "any".
+    keep = ChoiceFilter(choices=[("true", "true"), ("false", "false")], method="filter_keep")
+
+    def filter_keep(self, queryset, name, value: str):  # the hint: the schema says string, as for the others
+        return queryset.filter(keep=value == "true")
 
 
 class ImageFilter(AssetFilter):
     class Meta:
         model = Image
-        fields = ["job_type", "status"]
+        fields = ["job_type", "status", "keep"]
 
 
 class VideoFilter(AssetFilter):
     class Meta:
         model = Video
-        fields = ["job_type", "status"]
+        fields = ["job_type", "status", "keep"]

@@ -1,6 +1,10 @@
 """The JSON API (DRF). Thin: the serializers validate, plain functions of the domain act."""
 
+import tempfile
+
 from django.contrib.auth.signals import user_logged_in
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
@@ -15,7 +19,18 @@ from rest_framework.views import APIView
 
 from ourvidz.lockout import locked_out
 
-from .. import capabilities, credits, job_types, negative_prompts, queues, quotas, references, submission, webhooks
+from .. import (
+    capabilities,
+    credits,
+    downloads,
+    job_types,
+    negative_prompts,
+    queues,
+    quotas,
+    references,
+    submission,
+    webhooks,
+)
 from ..models import CreditEntry, Image, Job, ReferenceImage, Video
 from . import filters, throttles
 from .schema import VALIDATION_ERROR
@@ -159,6 +174,25 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         error, the start of the answer)."""
         deliveries = self.get_object().webhook_deliveries.prefetch_related("attempts")
         return Response(WebhookDeliverySerializer(deliveries, many=True).data)
+
+    @extend_schema(responses={
+        (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description=(
+            "A zip of the job's images (or its video) under the names the Library saves them with, and "
+            "parameters.txt: each file's name, then its generation parameters as the PNGs carry them.")),
+        409: OpenApiResponse(ErrorSerializer, description="The job has not completed: it has no files.")})
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def download(self, request, pk=None):
+        """All of a completed job's files and their parameters in one zip."""
+        job = self.get_object()
+        archive = tempfile.TemporaryFile()  # on disk, not in memory: a video can be large
+        try:
+            downloads.write_job_zip(job, archive)
+        except downloads.NotFinished as exc:
+            archive.close()
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        archive.seek(0)
+        return FileResponse(archive, as_attachment=True, filename=downloads.zip_name(job),
+                            content_type="application/zip")
 
 
 class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from .. import job_types, references, retention
+from ..downloads import asset_seed, file_name
 from ..models import Image, Job, Video
 from ..storage import signed_url
 
@@ -44,6 +45,7 @@ class FilterForm(forms.Form):
     date_from = forms.DateField(required=False, label="From")
     date_to = forms.DateField(required=False, label="To")
     q = forms.CharField(required=False, max_length=200, strip=True)
+    favourites = forms.BooleanField(required=False)  # only what the user starred (Asset.keep)
 
     FIELD_NAMES = {"date_from": "from", "date_to": "to"}
 
@@ -60,6 +62,7 @@ class FilterForm(forms.Form):
             "date_from": data.get("date_from"),
             "date_to": data.get("date_to"),
             "q": data.get("q") or "",
+            "favourites": bool(data.get("favourites")),
         }
 
 
@@ -80,6 +83,8 @@ def filtered(model, user, filters):
         queryset = queryset.filter(created_at__lt=_start_of(filters["date_to"] + timedelta(days=1)))
     if filters["q"]:
         queryset = queryset.filter(prompt__icontains=filters["q"])
+    if filters["favourites"]:
+        queryset = queryset.filter(keep=True)
     return queryset
 
 
@@ -91,6 +96,7 @@ def tile_rows(queryset, kind):
         asset_id=F("id"), asset_kind=Value(kind, output_field=CharField()), created=F("created_at"),
         asset_prompt=F("prompt"), asset_bucket=F("bucket"), thumb=F("thumbnail_path"),
         asset_quality=F("quality"), asset_job=F("job_id"), asset_duration=duration,
+        asset_path=F(f"{kind}_path"), asset_keep=F("keep"),
     )
 
 
@@ -128,6 +134,10 @@ def _tile(row, request):
         "job_label": job_types.label(row["asset_job_type"]), "duration": row["asset_duration"],
         "thumbnail_url": signed_url(row["asset_bucket"], row["thumb"], request) if row["thumb"] else None,
         "url": reverse("library-detail", args=[row["asset_kind"], row["asset_id"]]),
+        # What the lightbox shows and does (generation/static/ourvidz/lightbox.js).
+        "file_url": signed_url(row["asset_bucket"], row["asset_path"], request),
+        "download_url": reverse("library-download", args=[row["asset_kind"], row["asset_id"]]),
+        "api_url": reverse(f"{row['asset_kind']}-detail", args=[row["asset_id"]]), "keep": row["asset_keep"],
     }
 
 
@@ -141,7 +151,7 @@ def index(request):
     page = Paginator(listing, PAGE_SIZE).get_page(request.GET.get("page"))
     tiles = [_tile(row, request) for row in page.object_list]
     active = any([filters["kind"] != "all", filters["quality"] != "any", filters["date_from"],
-                  filters["date_to"], filters["q"]])
+                  filters["date_to"], filters["q"], filters["favourites"]])
     return render(request, "library/index.html", {
         "section": "library", "form": form, "filters": filters, "page": page, "tiles": tiles,
         "filtered": active,
@@ -154,12 +164,6 @@ def _get_asset(request, kind, pk):
     if model is None:
         raise Http404("No such kind of asset.")
     return get_object_or_404(model.objects.select_related("job"), pk=pk, user=request.user)
-
-
-def asset_seed(asset):
-    """The seed that renders this very asset: an SDXL batch image has its own (job seed + index)."""
-    seed = getattr(asset, "seed", None)
-    return asset.job.seed if seed is None else seed
 
 
 def reuse_url(asset, batch=False):
@@ -176,13 +180,6 @@ def reuse_url(asset, batch=False):
         params.update(reference_image=job.reference_image_id, reference_type=job.reference_type,
                       reference_strength=job.reference_strength)
     return reverse("workspace") + "?" + urlencode(params)
-
-
-def download_name(asset, kind):
-    """A file name that says what the file is: ourvidz-<job type>-<seed>[-<index>].<ext>."""
-    extension = asset.path.rsplit(".", 1)[-1]
-    index = f"-{asset.image_index + 1}" if kind == "image" and asset.job.num_images > 1 else ""
-    return f"ourvidz-{asset.job.job_type}-{asset_seed(asset)}{index}.{extension}"
 
 
 def seed_note(asset, kind):
@@ -291,8 +288,9 @@ def detail(request, kind, pk):
         "job_label": job_types.label(asset.job.job_type),
         "params": parameters(asset, kind), "reuse_url": reuse_url(asset), "seed_note": seed_note(asset, kind),
         "batch_reuse_url": reuse_url(asset, batch=True) if asset.job.num_images > 1 else None,
-        "download_name": download_name(asset, kind), "siblings": siblings,
-        "download_url": signed_url(asset.bucket, asset.path, request, download=download_name(asset, kind)),
+        "download_name": file_name(asset), "siblings": siblings,
+        "download_url": signed_url(asset.bucket, asset.path, request, download=file_name(asset)),
+        "zip_url": reverse("job-download", args=[asset.job.pk]), "zip_files": asset.job.num_images,
         "poster_url": signed_url(asset.bucket, asset.thumbnail_path, request) if asset.thumbnail_path else None,
         "back_url": _back_url(request), "expires_at": retention.expires_at(asset),
     })
@@ -306,6 +304,14 @@ def _back_url(request):
     if referer.startswith(host) and referer[len(host):][:1] in ("", "?"):
         return index + referer[len(host):]
     return index
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def download(request, kind, pk):
+    """The file itself, saved under a name that says what it is (a fresh signed URL, for pages that have none)."""
+    asset = _get_asset(request, kind, pk)
+    return redirect(signed_url(asset.bucket, asset.path, download=file_name(asset)))
 
 
 @login_required

@@ -12,6 +12,7 @@ urlpatterns = [
     path("library/<str:kind>/<int:pk>/", library.detail, name="library-detail"),
     path("library/<str:kind>/<int:pk>/delete/", library.delete, name="library-delete"),
     path("library/<str:kind>/<int:pk>/keep/", library.keep, name="library-keep"),
+    path("library/<str:kind>/<int:pk>/download/", library.download, name="library-download"),
     path("library/image/<int:pk>/reference/", library.use_as_reference, name="library-reference"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("account/", account.account, name="account-page"),

@@ -137,6 +137,7 @@ def page_urls():
         "images": reverse("image-list"), "account": reverse("account"),
         "cancel_waiting": reverse("job-cancel-waiting"), "clear_finished": reverse("job-clear-finished"),
         "library_detail": reverse("library-detail", args=["KIND", 0]),  # the script fills both in
+        "library_download": reverse("library-download", args=["KIND", 0]), "videos": reverse("video-list"),
     }
 
 

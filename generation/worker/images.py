@@ -4,16 +4,9 @@ import io
 
 from PIL import Image, PngImagePlugin
 
+from ..metadata import parameters_text  # noqa: F401 (the pools format their PNGs' parameters with it)
+
 THUMBNAIL_SIZE = 256
-
-
-def parameters_text(prompt, negative_prompt, **params):
-    """Generation parameters in the `parameters` text-chunk convention other SDXL tools read."""
-    lines = [prompt]
-    if negative_prompt:
-        lines.append(f"Negative prompt: {negative_prompt}")
-    lines.append(", ".join(f"{key}: {value}" for key, value in params.items() if value not in (None, "")))
-    return "\n".join(lines)
 
 
 def encode_png(image, parameters=""):

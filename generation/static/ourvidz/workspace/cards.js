@@ -6,6 +6,9 @@
 import { api } from "./api.js";
 import { $, el, formatSeconds, timeLabel, typeLabel } from "./dom.js";
 import { problem } from "./errors.js";
+import { starButton, toggle } from "../favourites.js";
+import { createGallery } from "./gallery.js";
+import { createLightbox } from "../lightbox.js";
 
 const FINISHED = ["completed", "failed", "cancelled"];
 // A running job's phases (JobPhase), in words; "steps" and "encoding" are worded in phaseText.
@@ -24,6 +27,12 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
   const received = new Map();
 
   const cardFor = (id) => root.querySelector(`.job[data-job-id="${CSS.escape(String(id))}"]`);
+  const gallery = createGallery(data.urls);
+  // The lightbox's "Use as reference" goes the way of the cards' own button.
+  const lightbox = createLightbox({ useAsReference: (item, button) => {
+    button.dataset.imageId = String(item.id);
+    onUseAsReference(button);
+  } });
 
   function createCard(job) {
     const type = typesByName[job.job_type];
@@ -261,20 +270,30 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
               `${video.fps ? " · " + video.fps + " fps" : ""} · seed ${job.seed}` }),
           el("span", { class: "result-actions" },
             el("a", { class: "small", href: libraryUrl("video", video.id), text: "Details" }),
+            el("button", { type: "button", class: "secondary small result-open", dataset: { index: "0" },
+              title: "View larger", "aria-label": "View larger", text: "⤢" }),
+            starButton(gallery.apiUrl("video", video.id), video.keep),
             reuseButton(job.seed)))));
     }
-    for (const image of job.images || []) {
+    for (const [index, image] of (job.images || []).entries()) {
       const seed = image.seed === null || image.seed === undefined ? job.seed : image.seed;
       results.append(el("figure", { class: "result" },
-        el("a", { href: image.url, target: "_blank", rel: "noopener", title: "Open full size" },
+        el("a", { class: "result-open", href: image.url, target: "_blank", rel: "noopener", title: "View larger",
+          dataset: { index: String(index) } },
           el("img", { class: "result-image", src: image.thumbnail_url || image.url, alt: job.prompt,
             loading: "lazy", width: image.width, height: image.height })),
         el("button", { type: "button", class: "secondary small use-reference", dataset: { imageId: String(image.id) },
           title: "Use this image as the reference image of the next job", text: "Use as reference" }),
+        starButton(gallery.apiUrl("image", image.id), image.keep),
         el("figcaption", {},
           el("a", { class: "small muted", href: libraryUrl("image", image.id), title: "Details in the Library",
             text: `seed ${seed}` }),
           reuseButton(seed))));
+    }
+    const files = results.childElementCount;
+    if (files) {
+      results.append(el("a", { class: "button secondary small download-zip", href: gallery.zipUrl(job), download: "",
+        text: files > 1 ? "⬇ Download all (zip)" : "⬇ Download with parameters (zip)" }));
     }
     if (!results.childElementCount) {
       results.append(el("div", { class: "small muted", text: "Finished, but no files were recorded." }));
@@ -332,6 +351,14 @@ export function createCards({ root, data, onReuseSeed, onUseAsReference, onReuse
 
   // Clicks on the cards' buttons (main.js attaches it to the container).
   function onClick(event) {
+    const star = event.target.closest("button.star");
+    if (star) return toggle(star);
+    const open = event.target.closest(".result-open");
+    if (open && !(event.ctrlKey || event.metaKey || event.shiftKey)) { // with a modifier: the browser's new tab
+      event.preventDefault();
+      const job = jobs.get(open.closest(".job").dataset.jobId);
+      return job ? lightbox.open(gallery.items(job), Number(open.dataset.index), open) : undefined;
+    }
     const reuse = event.target.closest("button.reuse-seed");
     if (reuse) return onReuseSeed(reuse.dataset.seed);
     const asReference = event.target.closest("button.use-reference");
