@@ -485,7 +485,8 @@ def test_job_events_stream_the_users_jobs_as_they_change(alice_client, alice, bo
     events.publish_preview(mine, b"my picture", 2, 4)
     event, data = next(chunks).decode().split("\ndata: ", 1)
     preview = json.loads(data)
-    assert event == "event: preview" and (preview["id"], preview["step"], preview["total_steps"]) == (str(mine.pk), 2, 4)
+    assert event == "event: preview"
+    assert (preview["id"], preview["step"], preview["total_steps"]) == (str(mine.pk), 2, 4)
     assert preview["image"] == "data:image/webp;base64," + base64.b64encode(b"my picture").decode()
     finish(response)  # the stream ends: its slot is given back
     assert alice_client.get("/events/jobs").status_code == 200
