@@ -11,6 +11,7 @@ from .models import (
     CreditEntry,
     CreditKind,
     Image,
+    Installation,
     Job,
     JobStatus,
     NegativeTerm,
@@ -237,3 +238,18 @@ class CreditEntryAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         entry = credits.grant(obj.user, obj.amount, obj.reason or f"granted by {request.user}")
         obj.pk, obj.kind, obj.balance = entry.pk, CreditKind.GRANT, entry.balance
+
+
+@admin.register(Installation)
+class InstallationAdmin(admin.ModelAdmin):
+    """The settings every host must share, as recorded (generation.installation), read-only: `manage.py setup` on
+    the web host records them anew. Deleted, the next web process or worker to start records its own."""
+
+    list_display = ["storage_backend", "storage_endpoint", "bucket_prefix", "visibility_timeout", "recorded_by",
+                    "recorded_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -3,18 +3,26 @@
 from django.conf import settings
 from django.core import checks
 
-from . import job_types, negative_prompts
+from . import installation, negative_prompts
 
 
 @checks.register()
 def visibility_timeout(app_configs, **kwargs):
-    """Redis re-delivers an unacknowledged task after the visibility timeout; a job must end before it."""
-    timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
-    longest = job_types.max_hard_time_limit()
-    if timeout <= longest:
+    """Redis re-delivers an unacknowledged task after the visibility timeout; a job must end before it (every
+    worker checks this at start too: generation.installation)."""
+    if problem := installation.visibility_problem():
+        return [checks.Error(problem, id="ourvidz.E001")]
+    return []
+
+
+@checks.register(deploy=True)
+def shared_secret_key(app_configs, **kwargs):
+    """A generated key is this host's own: another web host, or a worker signing file URLs, would have another,
+    and each host's sessions and URLs would fail on the others."""
+    if settings.SECRET_KEY_GENERATED and not settings.DEBUG:
         return [checks.Error(
-            f"CELERY_VISIBILITY_TIMEOUT ({timeout} s) must exceed the longest job time limit ({longest} s), "
-            "or a running job is handed to a second worker.", id="ourvidz.E001")]
+            "DJANGO_SECRET_KEY is not set: this host generated a key of its own (kept in OURVIDZ_DATA_DIR), and "
+            "other hosts have others.", hint="Set the same DJANGO_SECRET_KEY on every host.", id="ourvidz.E003")]
     return []
 
 

@@ -2,6 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import job_types
@@ -408,3 +409,37 @@ class WebhookAttempt(models.Model):
 
     def __str__(self):
         return f"attempt {self.number} of {self.delivery_id}: {self.status_code or self.error}"
+
+
+class Installation(models.Model):
+    """The settings every host of this installation must share, as recorded by the web tier (a single row).
+
+    generation.installation writes it, and each worker compares its own settings with it at start."""
+
+    ID = 1  # the one row's key
+
+    storage_backend = models.CharField(max_length=10, help_text="STORAGE_BACKEND.")
+    storage_endpoint = models.CharField(max_length=255, blank=True,
+                                        help_text="MINIO_ENDPOINT (empty for local storage).")
+    bucket_prefix = models.CharField(max_length=63, blank=True, help_text="MINIO_BUCKET_PREFIX.")
+    visibility_timeout = models.PositiveIntegerField(help_text="CELERY_VISIBILITY_TIMEOUT, in seconds.")
+    fingerprint = models.CharField(max_length=64, help_text="A digest of the other settings that must match.")
+    fingerprinted = models.JSONField(default=dict, help_text=(
+        "Those settings by variable name (a secret as a keyed digest), to name the one that differs."))
+    marker = models.CharField(max_length=32, help_text=(
+        "The object the recording process put in storage (bucket 'installation'): a host that cannot read it "
+        "does not share the installation's storage."))
+    recorded_by = models.CharField(max_length=200, help_text="The process that recorded these settings.")
+    recorded_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="one_installation")]
+
+    def __str__(self):
+        return f"installation recorded by {self.recorded_by}"
+
+    def settings(self):
+        """The recorded settings by environment variable, as generation.installation.settings_here() gives them."""
+        return {"STORAGE_BACKEND": self.storage_backend, "MINIO_ENDPOINT": self.storage_endpoint,
+                "MINIO_BUCKET_PREFIX": self.bucket_prefix, "CELERY_VISIBILITY_TIMEOUT": self.visibility_timeout,
+                **self.fingerprinted}

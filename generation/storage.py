@@ -97,14 +97,17 @@ class LocalStorage:
 class MinioStorage:
     """MinIO or any S3 server through the `minio` client, with presigned GET URLs."""
 
-    def __init__(self, endpoint, access_key, secret_key, secure, region, prefix="", public_endpoint=""):
+    def __init__(self, endpoint, access_key, secret_key, secure, region, prefix="", public_endpoint="",
+                 public_secure=None):
         from minio import Minio
 
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
                             region=region)
-        # Presigning is local arithmetic; a public endpoint gives browsers a host they can reach.
+        # Presigning is local arithmetic; a public endpoint gives browsers a host they can reach, over https or
+        # not whatever the internal endpoint uses (`public_secure`; None: as `secure`).
         self.url_client = (Minio(public_endpoint, access_key=access_key, secret_key=secret_key,
-                                 secure=secure, region=region) if public_endpoint else self.client)
+                                 secure=secure if public_secure is None else public_secure, region=region)
+                           if public_endpoint else self.client)
         self.prefix = prefix
         self._buckets = set()
 
@@ -181,6 +184,12 @@ def get_storage():
     return _storage(settings.STORAGE_BACKEND)
 
 
+def new_storage():
+    """A backend of its own rather than the process's shared one: a worker's main process checks storage with it, and
+    the pool processes it forks must not inherit its connections."""
+    return _storage.__wrapped__(settings.STORAGE_BACKEND)
+
+
 @lru_cache(maxsize=2)
 def _storage(backend):
     if backend == "local":
@@ -188,5 +197,5 @@ def _storage(backend):
     if backend == "minio":
         return MinioStorage(settings.MINIO_ENDPOINT, settings.MINIO_ACCESS_KEY, settings.MINIO_SECRET_KEY,
                             settings.MINIO_SECURE, settings.MINIO_REGION, settings.MINIO_BUCKET_PREFIX,
-                            settings.MINIO_PUBLIC_ENDPOINT)
+                            settings.MINIO_PUBLIC_ENDPOINT, settings.MINIO_PUBLIC_SECURE)
     raise ValueError(f"STORAGE_BACKEND must be 'local' or 'minio', not {backend!r}")

@@ -19,6 +19,22 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@signals.worker_init.connect(weak=False)
+def _check_installation(sender, **kwargs):
+    """Every worker (the pools', housekeeping, webhooks) starts only with the installation's settings and storage
+    (generation.installation); otherwise it stops, naming the variable, with exit status 1."""
+    from django.db import connections
+
+    from generation import installation
+
+    try:
+        installation.check_worker(sender.hostname)
+    except Exception as exc:  # Celery would log any other exception from a signal handler and start anyway
+        raise SystemExit(f"worker {sender.hostname} not started: {exc}") from exc
+    finally:
+        connections.close_all()  # opened in the main process: the pool processes it forks open their own
+
+
 # Tracing (ourvidz.tracing) starts in each pool process, after the fork: the exporter's thread and connection
 # must belong to the process that runs the tasks.
 @signals.worker_process_init.connect(weak=False)

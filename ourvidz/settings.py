@@ -71,6 +71,8 @@ def _secret_key():
 
 
 SECRET_KEY = _secret_key()
+# Every host of an installation needs the same key: `check --deploy` refuses a generated one (generation.checks).
+SECRET_KEY_GENERATED = not env.str("DJANGO_SECRET_KEY", "")
 DEBUG = env.bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -373,13 +375,16 @@ MINIO_SECRET_KEY = env.str("MINIO_SECRET_KEY", "")
 MINIO_SECURE = env.bool("MINIO_SECURE", False)
 MINIO_REGION = env.str("MINIO_REGION", "us-east-1")
 MINIO_BUCKET_PREFIX = env.str("MINIO_BUCKET_PREFIX", "")
-# Host:port browsers use for presigned URLs, when it differs from MINIO_ENDPOINT.
+# Host:port browsers use for presigned URLs, when it differs from MINIO_ENDPOINT, and whether over https (a TLS
+# proxy in front of a plain-http MinIO, say).
 MINIO_PUBLIC_ENDPOINT = env.str("MINIO_PUBLIC_ENDPOINT", "")
+MINIO_PUBLIC_SECURE = env.bool("MINIO_PUBLIC_SECURE", MINIO_SECURE)
 
 # Content-Security-Policy (django-csp): the pages run only their own scripts and styles (page data travels in
 # json_script blocks, never inline code); images and videos come from this site or, with MinIO, its public
 # endpoint.
-_media_origins = ([f"{'https' if MINIO_SECURE else 'http'}://{MINIO_PUBLIC_ENDPOINT or MINIO_ENDPOINT}"]
+_media_origins = ([f"{'https' if MINIO_PUBLIC_SECURE else 'http'}://{MINIO_PUBLIC_ENDPOINT}" if MINIO_PUBLIC_ENDPOINT
+                   else f"{'https' if MINIO_SECURE else 'http'}://{MINIO_ENDPOINT}"]
                   if STORAGE_BACKEND == "minio" else [])
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

@@ -226,3 +226,25 @@ def test_check_deploy_is_clean_for_the_documented_production_environment(tmp_pat
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_refuses_a_generated_secret_key(tmp_path, sdxl_tokenizer):
+    """Another web host, or a worker signing file URLs, would generate a key of its own."""
+    env = {"PATH": os.environ.get("PATH", ""), **production_environment(tmp_path, sdxl_tokenizer)}
+    del env["DJANGO_SECRET_KEY"]
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "(ourvidz.E003) DJANGO_SECRET_KEY is not set: this host generated a key of its own" in result.stderr
+    assert "Set the same DJANGO_SECRET_KEY on every host." in result.stderr
+
+
+def test_minio_public_endpoint_has_its_own_https_setting():
+    minio = {"STORAGE_BACKEND": "minio", "MINIO_ENDPOINT": "minio.internal:9000"}
+    assert read("MINIO_PUBLIC_SECURE", MINIO_SECURE="1") == {"MINIO_PUBLIC_SECURE": True}  # as MINIO_SECURE by default
+    s = read("MINIO_SECURE", "MINIO_PUBLIC_SECURE", "CONTENT_SECURITY_POLICY", **minio,
+             MINIO_PUBLIC_ENDPOINT="media.example.com", MINIO_PUBLIC_SECURE="1")
+    assert (s["MINIO_SECURE"], s["MINIO_PUBLIC_SECURE"]) == (False, True)
+    assert "https://media.example.com" in s["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]["img-src"]
+    internal = read("CONTENT_SECURITY_POLICY", **minio, MINIO_PUBLIC_SECURE="1")  # no public endpoint: the internal one
+    assert "http://minio.internal:9000" in internal["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]["media-src"]

@@ -71,6 +71,13 @@ def test_minio_public_endpoint_signs_for_the_browser_host(s3_endpoint):
     assert backend.url("a-bucket", "x.png", 60).startswith("http://media.example.com/a-bucket/x.png?")
 
 
+def test_minio_public_endpoint_may_use_https_in_front_of_plain_http(s3_endpoint):
+    backend = storage.MinioStorage(s3_endpoint, "testing", "testing-secret", secure=False, region="us-east-1",
+                                   public_endpoint="media.example.com", public_secure=True)
+    assert backend.url("a-bucket", "x.png", 60).startswith("https://media.example.com/a-bucket/x.png?")
+    assert not backend.client._base_url.is_https  # the workers still reach MinIO over plain http
+
+
 def test_local_signed_urls(client, tmp_path, settings):
     backend = storage.LocalStorage(tmp_path)
     settings.STORAGE_BACKEND = "local"
@@ -105,8 +112,9 @@ def test_a_worker_stores_its_files_in_minio(s3_endpoint, tmp_path, settings, tin
     from helpers import Stack, worker_env
 
     from generation import submission
-    from generation.models import Image
+    from generation.models import Image, Installation
 
+    Installation.objects.all().delete()  # an installation of its own (its own broker): its worker records MinIO
     minio_env = {"STORAGE_BACKEND": "minio", "MINIO_ENDPOINT": s3_endpoint, "MINIO_ACCESS_KEY": "testing",
                  "MINIO_SECRET_KEY": "testing-secret", "MINIO_BUCKET_PREFIX": "e2e-"}
     # Its own Redis database, so the session's local-storage workers do not take this job.

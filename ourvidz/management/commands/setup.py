@@ -1,6 +1,7 @@
 """Prepare a machine to run the stack: migrate, build the development models, create an admin and Flower's login."""
 
 import os
+import socket
 from pathlib import Path
 
 from django.conf import settings
@@ -18,9 +19,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         call_command("migrate", interactive=False, verbosity=0)
+        self.record_installation()
         self.build_dev_models()
         self.ensure_admin()
         flower.credentials(self.stdout)  # printed once, when made
+
+    def record_installation(self):
+        """This (web) host's settings become the installation's, which every worker compares its own with."""
+        from generation import installation
+
+        try:
+            installation.record(f"setup@{socket.gethostname()}")
+        except Exception as exc:
+            raise CommandError(f"Could not record this installation's settings ({installation.where()}): "
+                               f"{exc}") from exc
 
     def build_dev_models(self):
         # Imported here: only this command and the workers need torch, never the web process.
