@@ -31,8 +31,8 @@ def sdxl_tokenizer(app_configs, **kwargs):
     """Submission cuts SDXL negative prompts with the pipeline's tokenizer, so it must be readable."""
     try:
         negative_prompts.sdxl_tokenizer()
-    except Exception as exc:
-        return [checks.Warning(str(exc), hint="Run `manage.py setup` or set SDXL_TOKENIZER_PATH.",
+    except negative_prompts.TokenizerUnavailable as exc:
+        return [checks.Warning(exc.cause, hint="Run `manage.py setup` or set SDXL_TOKENIZER_PATH.",
                                id="ourvidz.W001")]
     return []
 

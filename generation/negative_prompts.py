@@ -112,9 +112,22 @@ def fit_to_window(terms):
     return kept, []
 
 
+class TokenizerUnavailable(Exception):
+    """This host cannot read the SDXL tokenizer, so it cannot prepare SDXL jobs (the API answers 503)."""
+
+    def __init__(self, cause):
+        super().__init__("This server cannot prepare SDXL jobs now: its SDXL tokenizer (SDXL_TOKENIZER_PATH) is "
+                         "missing or unreadable. Try again later.")
+        self.cause = cause
+
+
 def sdxl_tokenizer():
-    """The SDXL pipeline's (first) tokenizer and its window, loaded without transformers."""
-    return load_tokenizer(settings.SDXL_TOKENIZER_PATH)
+    """The SDXL pipeline's (first) tokenizer and its window, loaded without transformers;
+    TokenizerUnavailable when it cannot be read."""
+    try:
+        return load_tokenizer(settings.SDXL_TOKENIZER_PATH)
+    except Exception as exc:
+        raise TokenizerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 @lru_cache(maxsize=4)

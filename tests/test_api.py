@@ -415,7 +415,8 @@ def test_reference_upload_size_limit(alice_api, settings):
 def test_healthz_reports_each_dependency(client, settings, tmp_path):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert json.loads(response.content) == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
+    assert json.loads(response.content) == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok",
+                                            "tokenizer": "ok", "pools": {"sdxl": "ok", "wan": "ok"}}
 
 
 def test_openapi_schema_lists_the_endpoints(alice_api):

@@ -131,5 +131,6 @@ def test_clip_bpe_from_slow_files_matches_transformers(tmp_path):
 @pytest.mark.django_db
 def test_missing_tokenizer_is_a_clear_error(tmp_path):
     with override_settings(SDXL_TOKENIZER_PATH=str(tmp_path)):
-        with pytest.raises(FileNotFoundError, match="SDXL_TOKENIZER_PATH"):
+        with pytest.raises(negative_prompts.TokenizerUnavailable, match="SDXL_TOKENIZER_PATH") as raised:
             negative_prompts.build("a cat")
+    assert raised.value.cause.startswith(f"FileNotFoundError: No SDXL tokenizer at {tmp_path}")  # for the operator

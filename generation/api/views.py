@@ -104,7 +104,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                               402: InsufficientCreditsSerializer,
                               409: OpenApiResponse(ErrorSerializer, description="This Idempotency-Key was used with "
                                                    "another body (code idempotency_key_reused); nothing was created."),
-                              429: QuotaExceededSerializer},
+                              429: QuotaExceededSerializer,
+                              503: OpenApiResponse(ErrorSerializer, description="This server cannot prepare the job "
+                                                   "now (code sdxl_tokenizer_unavailable: it cannot read the SDXL "
+                                                   "tokenizer; see /healthz); nothing was created.")},
                    parameters=[OpenApiParameter(IDEMPOTENCY_KEY, location=OpenApiParameter.HEADER, type={
                        "type": "string", "maxLength": IDEMPOTENCY_KEY_FIELD.max_length})])
     def create(self, request):
