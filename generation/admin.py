@@ -3,9 +3,10 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from . import credits, quotas, storage, submission, webhooks
+from . import credits, negative_prompts, quotas, storage, submission, webhooks
 from .models import (
     Account,
     CreditEntry,
@@ -92,18 +93,33 @@ class VideoInline(AssetInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["short_id", "status", "job_type", "user", "queue", "duration_seconds", "created_at"]
+    list_display = ["short_id", "status", "job_type", "user", "queue", "ran_on", "duration_seconds", "created_at"]
     list_filter = ["status", "job_type", "queue", "created_at"]
-    search_fields = ["prompt", "id", "user__username", "user__email"]
+    search_fields = ["prompt", "id", "user__username", "user__email", "worker"]
     list_select_related = ["user"]
     date_hierarchy = "created_at"
     inlines = [ImageInline, VideoInline]
     actions = ["cancel_jobs", "retry_jobs"]
-    readonly_fields = [f.name for f in Job._meta.fields]
+    readonly_fields = [f.name for f in Job._meta.fields] + ["attempts_by_worker"]
 
     @admin.display(description="id")
     def short_id(self, job):
         return str(job.pk)[:8]
+
+    @admin.display(description="worker")
+    def ran_on(self, job):
+        """The worker of the job's latest start (node name and host)."""
+        latest = (job.metadata.get("attempts") or [{}])[-1]
+        return f"{latest.get('worker')} ({latest.get('host')})" if latest else "–"
+
+    @admin.display(description="attempts")
+    def attempts_by_worker(self, job):
+        """Each start of the job: when, on which worker and host."""
+        attempts = job.metadata.get("attempts", [])
+        rows = [(a.get("started_at", ""), a.get("worker", ""), a.get("host", "")) for a in attempts]
+        if not rows:
+            return "–"
+        return format_html_join(mark_safe("<br>"), "{}: {} on {}", rows)
 
     @admin.display(description="duration (s)")
     def duration_seconds(self, job):
@@ -124,11 +140,11 @@ class JobAdmin(admin.ModelAdmin):
         for job in failed:
             try:
                 new.append(submission.retry(job))
-            except (credits.InsufficientCredits, quotas.QuotaExceeded) as exc:
+            except (credits.InsufficientCredits, quotas.QuotaExceeded, negative_prompts.TokenizerUnavailable) as exc:
                 refused.append(f"{job.user}: {exc}")
         self.message_user(request, f"Queued {len(new)} new jobs.")
         if refused:
-            self.message_user(request, "Not retried (charged to their users): " + "; ".join(refused), messages.ERROR)
+            self.message_user(request, "Not retried: " + "; ".join(refused), messages.ERROR)
         skipped = queryset.count() - len(new)
         if skipped:
             self.message_user(request, f"Skipped {skipped} jobs that have not failed.", messages.WARNING)

@@ -46,7 +46,17 @@ class OutOfMemory(TypedDict, total=False):
     retry: str  # WAN: "VAE tiling and slicing"
 
 
+class Attempt(TypedDict, total=False):
+    """One start of a job by a worker."""
+
+    worker: str  # the worker's node name ("sdxl-gpu1@host")
+    host: str  # the machine's host name
+    started_at: str  # ISO 8601, the database's clock
+
+
 class JobMetadata(TypedDict, total=False):
+    # generation.worker.runtime, each time a worker starts the job
+    attempts: list[Attempt]  # oldest first; the API shows them to staff only
     # generation.submission, when the job is created
     user_negative_prompt: str  # what the user typed; Job.negative_prompt is what ran
     multi_party: list[str]  # SDXL: why group terms were added to the negative prompt

@@ -252,7 +252,7 @@ class Job(models.Model):
         True when it moved."""
         allowed_from = [s for s, targets in TRANSITIONS.items() if to in targets]
         if to in FINISHED:
-            fields.setdefault("completed_at", timezone.now())
+            fields.setdefault("completed_at", Now())  # the database's clock: hosts' clocks differ
         if to != JobStatus.PROCESSING:
             fields.setdefault("phase", "")  # a phase is what a running job's worker does
         jobs = cls.objects.filter(pk=job_id, status__in=allowed_from, **(only_if or {}))

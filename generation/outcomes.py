@@ -6,6 +6,7 @@ re-delivered report, or one about a job cancelled meanwhile, changes nothing.
 """
 
 from django.db import transaction
+from django.db.models.functions import Now
 
 from . import credits, events, scheduler, webhooks
 from .models import Image, Job, JobStatus, Video, WebhookEvent
@@ -26,7 +27,7 @@ def record_completion(job_id, outputs, metadata, fields, release=None):
                 "job": job, "user_id": job.user_id, "prompt": job.prompt, "bucket": output.bucket,
                 "thumbnail_path": output.thumbnail_path, "quality": job.quality, "format": job.format,
                 "width": output.width, "height": output.height, "size_bytes": output.size_bytes,
-                "metadata": output.metadata,
+                "metadata": output.metadata, "created_at": Now(),  # the database's clock, not the worker's
             }
             if output.kind == "video":
                 rows[Video].append(Video(**common, video_path=output.path, duration=output.metadata.get("duration", 0),

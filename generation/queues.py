@@ -7,10 +7,11 @@ both read them.
 
 from datetime import timedelta
 
-from django.db.models import Avg, Count, F, FloatField, Func, Min, Q
+from django.db.models import Avg, CharField, Count, F, FloatField, Func, Max, Min, Q, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from . import brokers, job_types, presence
+from . import brokers, clock, job_types, presence
 from .models import Job, JobStatus
 from .scheduler import RELEASED, WAITING
 
@@ -26,7 +27,7 @@ def seconds_between(start, end):
 def figures(jobs, window=WINDOW):
     """Over the last `window`, in one query over `jobs`: jobs completed and failed, jobs per hour,
     error rate (failed / finished) and average wait in the queue (seconds, of jobs started)."""
-    since = timezone.now() - window
+    since = clock.since(window)  # the clock of the jobs' times
     row = jobs.filter(Q(completed_at__gte=since) | Q(started_at__gte=since)).aggregate(
         completed=Count("pk", filter=Q(status=JobStatus.COMPLETED, completed_at__gte=since)),
         failed=Count("pk", filter=Q(status=JobStatus.FAILED, completed_at__gte=since)),
@@ -67,16 +68,33 @@ def load(jobs, heaviest=HEAVIEST_USERS):
     }
 
 
+def worker_jobs(window=WINDOW):
+    """Per worker node name: the jobs it completed and failed in the last `window`, and the one it runs now
+    (None when idle), in one query; how an operator sees that a new worker takes work."""
+    node = Func(F("worker"), Value("/"), Value(1), function="split_part", output_field=CharField())  # "<node>/<pid>"
+    since = clock.since(window)
+    rows = (Job.objects.exclude(worker="").filter(Q(status=JobStatus.PROCESSING) | Q(completed_at__gte=since))
+            .annotate(node=node).values("node")
+            .annotate(completed=Count("pk", filter=Q(status=JobStatus.COMPLETED, completed_at__gte=since)),
+                      failed=Count("pk", filter=Q(status=JobStatus.FAILED, completed_at__gte=since)),
+                      running_job=Max(Cast("pk", CharField()), filter=Q(status=JobStatus.PROCESSING)))
+            .order_by())
+    return {row.pop("node"): row for row in rows}
+
+
 def queue_stats(window=WINDOW):
     """One dict per pool queue: its length in the broker, jobs queued and processing, the workers online (how
-    many, and how many have loaded their models), its `figures` over the last `window` and its `load` now."""
+    many, how many have loaded their models, and each one's `worker_jobs`), its `figures` over the last `window`
+    and its `load` now."""
     online = presence.online()
+    ran = worker_jobs(window) if online else {}
+    idle = {"completed": 0, "failed": 0, "running_job": None}
     stats = []
     for pool in job_types.POOLS.values():
         jobs = Job.objects.filter(queue=pool.queue)
         recent = figures(jobs, window)
         current = load(jobs)
-        workers = [w for w in online if pool.queue in w.get("queues", [])]
+        workers = [{**w, **ran.get(w["name"], idle)} for w in online if pool.queue in w.get("queues", [])]
         stats.append({
             "queue": pool.queue,
             "pool": pool.name,

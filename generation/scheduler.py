@@ -17,7 +17,8 @@ comes online, and on beat's tick (generation.tasks.schedule), which first `recov
 broker no longer holds, wait again. Schedulers of one pool hold a
 PostgreSQL advisory lock, so concurrent ones never release a job twice nor more than the rule allows.
 Messages are sent after commit and numbered (Job.releases): a message of an earlier release that
-turns up late starts nothing (generation.worker.runtime checks the number).
+turns up late starts nothing (generation.worker.runtime checks the number). Every time it writes or
+compares is the database's (generation.clock), whichever host runs it.
 """
 
 import logging
@@ -28,12 +29,12 @@ from functools import cached_property
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q
-from django.utils import timezone
+from django.db.models import Count, F, Q
+from django.db.models.functions import Now
 
 from ourvidz.celery import app as celery_app
 
-from . import brokers, capabilities, events, job_types, presence
+from . import brokers, capabilities, clock, events, job_types, presence
 from .models import Job, JobPhase, JobStatus, Tier, tier_of
 
 log = logging.getLogger(__name__)
@@ -94,25 +95,24 @@ def release(queue):
     with transaction.atomic(), connection.cursor() as cursor:
         # Held to the end of the transaction: one scheduler per pool at a time, whichever process.
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ourvidz.release.{queue}"])
-        now = timezone.now()
-        users, in_broker = shares(queue, now)
+        users, in_broker = shares(queue)
         if in_broker >= limit:
             return []
-        picked = fair_order(queue, limit - in_broker, servable(queue, online), now, users)
-        # A microsecond apart in the fair order, the order they are sent in (and positions count in).
-        times = [now + timedelta(microseconds=i) for i in range(len(picked))]
-        # Conditional: a job cancelled meanwhile stays cancelled.
+        picked = fair_order(queue, limit - in_broker, servable(queue, online), users)
+        # Released at the database's time, a microsecond apart in the fair order: the order they are sent in
+        # (and positions count in). Conditional: a job cancelled meanwhile stays cancelled.
         cursor.execute(f"""
-            UPDATE {Job._meta.db_table} AS job SET released_at = picked.at, releases = job.releases + 1
-              FROM unnest(%s::uuid[], %s::timestamptz[]) AS picked(id, at)
+            UPDATE {Job._meta.db_table} AS job
+               SET released_at = STATEMENT_TIMESTAMP() + picked.n * INTERVAL '1 microsecond',
+                   releases = job.releases + 1
+              FROM unnest(%s::uuid[]) WITH ORDINALITY AS picked(id, n)
              WHERE job.id = picked.id AND job.status = %s AND job.released_at IS NULL
-         RETURNING job.id, job.releases""", [[job.pk for job in picked], times, JobStatus.QUEUED])
-        numbers = dict(cursor.fetchall())
+         RETURNING job.id, job.releases, job.released_at""", [[job.pk for job in picked], JobStatus.QUEUED])
+        numbers = {pk: (number, at) for pk, number, at in cursor.fetchall()}
         released = [job for job in picked if job.pk in numbers]
-        for job, at in zip(picked, times, strict=True):
-            if job.pk in numbers:
-                job.released_at, job.releases = at, numbers[job.pk]
-                events.publish_on_commit(job)  # its page shows its new place at once
+        for job in released:
+            job.releases, job.released_at = numbers[job.pk]
+            events.publish_on_commit(job)  # its page shows its new place at once
         transaction.on_commit(lambda: send(released))
     return released
 
@@ -137,7 +137,7 @@ def recover_lost(queue):
     """Return to waiting the jobs released more than SCHEDULER_LOST_AFTER seconds ago whose message the
     broker holds no more (lost in a broker restart, say); the next release sends them again. Returns
     how many."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER)
+    cutoff = clock.since(timedelta(seconds=settings.SCHEDULER_LOST_AFTER))  # the database's clock
     stale = Job.objects.filter(RELEASED, queue=queue, released_at__lt=cutoff).values_list("pk", "releases")
     stale = list(stale)
     if not stale:
@@ -168,7 +168,10 @@ def recover_orphans(queue):
     if not workers:
         return 0
     online = {presence.identity(w["name"], w.get("pid")) for w in presence.online()}
-    server, now = brokers.client(), time.time()
+    server = brokers.client()
+    # Redis's clock, not this host's: another host may have written the first sighting.
+    seconds, microseconds = server.time()
+    now = seconds + microseconds / 1e6
     if workers & online:
         server.delete(*(MISSING_PREFIX + worker for worker in workers & online))  # back, or never gone
     gone = []
@@ -199,6 +202,7 @@ class Share:
     in_flight: int
     oldest: object  # created_at of the oldest waiting job
     last_served: object = None  # latest release in the pool (within SERVED_WINDOW), or None
+    waited: float = 0.0  # seconds, by the database's clock, since the later of those two
     picked: int = 0  # while ordering: the number of the latest pick of this user's (0: none yet)
 
     def served_key(self):
@@ -208,23 +212,24 @@ class Share:
             return (2, self.picked)
         return (0, 0.0) if self.last_served is None else (1, self.last_served.timestamp())
 
-    def effective_tier(self, now):
+    def effective_tier(self):
         """The tier this user competes at: one higher for each SCHEDULER_AGEING_SECONDS they have waited
         unserved (since their oldest waiting job came, or since their latest release if later), up to
         the top tier. A user served all along never rises, so a flood does not overtake a newcomer of its
         own tier; one starved by higher tiers rises until served."""
         if self.picked:
             return self.tier  # served just now, while ordering
-        since = max(self.oldest, self.last_served) if self.last_served else self.oldest
-        waited = max(0.0, (now - since).total_seconds())  # another host's clock may run a little ahead
+        waited = max(0.0, self.waited)  # a job's creation time may come from a host whose clock runs ahead
         return min(max(Tier.values), self.tier + int(waited // settings.SCHEDULER_AGEING_SECONDS))
 
 
-def shares(queue, now):
+def shares(queue):
     """({user id: Share} of the users with waiting jobs in `queue`, how many jobs of the queue are
-    released and not started), in one statement: the scheduler's every decision starts here."""
+    released and not started), in one statement: the scheduler's every decision starts here. Times are
+    the database's."""
     with connection.cursor() as cursor:
         cursor.execute(f"""
+            SELECT *, EXTRACT(EPOCH FROM STATEMENT_TIMESTAMP() - GREATEST(oldest, last_served)) AS waited FROM (
             SELECT user_id,
                    COUNT(*) FILTER (WHERE status = %(queued)s AND released_at IS NULL) AS waiting,
                    COUNT(*) FILTER (WHERE status = %(running)s OR released_at IS NOT NULL) AS in_flight,
@@ -233,29 +238,28 @@ def shares(queue, now):
                    MAX(tier) FILTER (WHERE status = %(queued)s AND released_at IS NULL) AS tier,
                    (SELECT MAX(served.released_at) FROM {Job._meta.db_table} AS served
                      WHERE served.queue = %(queue)s AND served.user_id = active.user_id
-                       AND served.released_at >= %(since)s) AS last_served
+                       AND served.released_at >= STATEMENT_TIMESTAMP() - %(window)s) AS last_served
               FROM {Job._meta.db_table} AS active
              WHERE queue = %(queue)s AND status IN (%(queued)s, %(running)s)
-             GROUP BY user_id""",
+             GROUP BY user_id) AS pool""",
                        {"queue": queue, "queued": JobStatus.QUEUED, "running": JobStatus.PROCESSING,
-                        "since": now - SERVED_WINDOW})
+                        "window": SERVED_WINDOW})
         rows = cursor.fetchall()
-    users = {user_id: Share(user_id, tier, waiting, in_flight, oldest, last_served)
-             for user_id, waiting, in_flight, _, oldest, tier, last_served in rows if waiting}
+    users = {user_id: Share(user_id, tier, waiting, in_flight, oldest, last_served, float(waited or 0))
+             for user_id, waiting, in_flight, _, oldest, tier, last_served, waited in rows if waiting}
     return users, sum(row[3] for row in rows)
 
 
-def fair_order(queue, limit, allowed=None, now=None, users=None):
+def fair_order(queue, limit, allowed=None, users=None):
     """The first `limit` waiting jobs of `queue` (among those matching the filter `allowed`) in fair order;
-    `users`: shares(queue, now)[0] when the caller has read them (they are used up: ordering changes them)."""
+    `users`: shares(queue)[0] when the caller has read them (they are used up: ordering changes them)."""
     allowed = Q() if allowed is None else allowed
-    now = now or timezone.now()
-    users = shares(queue, now)[0] if users is None else users
+    users = shares(queue)[0] if users is None else users
     upcoming = {}  # user id -> their next waiting jobs, oldest first, fetched when first picked
     picks = 0
     order = []
     while len(order) < limit and users:
-        share = min(users.values(), key=lambda s: (-s.effective_tier(now), s.in_flight, s.served_key(), s.oldest))
+        share = min(users.values(), key=lambda s: (-s.effective_tier(), s.in_flight, s.served_key(), s.oldest))
         if share.user_id not in upcoming:
             upcoming[share.user_id] = list(Job.objects.filter(WAITING, allowed, queue=queue, user_id=share.user_id)
                                            .order_by("created_at", "pk")[:limit])
@@ -307,9 +311,9 @@ def _measure():
                        CASE WHEN job_type = ANY(%s) THEN GREATEST(num_images, 1) ELSE 1 END AS per,
                        ROW_NUMBER() OVER (PARTITION BY job_type ORDER BY completed_at DESC) AS recent
                 FROM {Job._meta.db_table}
-                WHERE status = %s AND started_at IS NOT NULL AND completed_at >= %s
+                WHERE status = %s AND started_at IS NOT NULL AND completed_at >= STATEMENT_TIMESTAMP() - %s
             ) AS jobs WHERE recent <= %s GROUP BY job_type""",
-                       [batched, JobStatus.COMPLETED, timezone.now() - timedelta(days=7), DURATION_HISTORY])
+                       [batched, JobStatus.COMPLETED, timedelta(days=7), DURATION_HISTORY])
         rows = cursor.fetchall()
     _durations["seconds"] = {job_type: float(seconds) for job_type, seconds, _ in rows}
     _durations["after_steps"] = {job_type: float(after) for job_type, _, after in rows}
@@ -340,10 +344,13 @@ class PoolView:
     def __init__(self, queue, online=None):
         self.queue = queue
         self.pool = next(p for p in job_types.POOLS.values() if p.queue == queue)
-        self.now = timezone.now()
         if online is not None:
             self.online = online
         self.measured = unit_seconds()
+
+    @cached_property
+    def now(self):
+        return clock.now()  # the clock the jobs' times come from
 
     @cached_property
     def online(self):
@@ -358,7 +365,7 @@ class PoolView:
 
     @cached_property
     def users(self):
-        return shares(self.queue, self.now)[0]
+        return shares(self.queue)[0]
 
     @cached_property
     def load(self):
@@ -371,15 +378,16 @@ class PoolView:
             released += row["released"]
             queued_jobs += row["jobs"]
             queued_seconds += row["jobs"] * expected_seconds(row["job_type"], row["num_images"], self.measured)
-        running = Job.objects.filter(queue=self.queue, status=JobStatus.PROCESSING).values_list(
-            "job_type", "num_images", "started_at")  # one per busy worker
+        running = Job.objects.filter(queue=self.queue, status=JobStatus.PROCESSING).annotate(
+            running_for=Now() - F("started_at")).values_list("job_type", "num_images", "running_for")  # one per worker
         running_left = sum(self.left(*row) for row in running)
         return released, running_left, queued_seconds / queued_jobs if queued_jobs else 0.0
 
-    def left(self, job_type, num_images, started_at):
-        """Seconds a running job still needs, estimated."""
+    def left(self, job_type, num_images, running_for):
+        """Seconds a running job still needs, estimated; `running_for`: a timedelta since it started (None: not
+        known)."""
         seconds = expected_seconds(job_type, num_images, self.measured)
-        return max(0.0, seconds - (self.now - started_at).total_seconds()) if started_at else seconds
+        return max(0.0, seconds - running_for.total_seconds()) if running_for is not None else seconds
 
     def running_left(self, job):
         """Seconds a running job still needs: from its steps done (the worker's measured seconds per step,
@@ -391,7 +399,7 @@ class PoolView:
             return round((job.total_steps - job.current_step) * job.step_seconds + after, 1)
         if job.phase in (JobPhase.DECODING, JobPhase.ENCODING, JobPhase.SAVING):
             return None  # past the last step: what is left is short, and shown as the phase
-        left = self.left(job.job_type, job.num_images, job.started_at)
+        left = self.left(job.job_type, job.num_images, self.now - job.started_at if job.started_at else None)
         return round(left, 1) if left > 0 else None
 
     @property
@@ -439,12 +447,12 @@ class PoolView:
         # its jobs in flight reach `level`. Users with fewer in flight go first; within a round, users
         # who joined it later (more in flight to begin with) go first, then by the tie-breaks.
         level = mine.in_flight + rank
-        tier = mine.effective_tier(self.now)
+        tier = mine.effective_tier()
         ahead = self.released + rank
         for other in self.users.values():
-            if other.user_id == job.user_id or other.effective_tier(self.now) < tier:
+            if other.user_id == job.user_id or other.effective_tier() < tier:
                 continue
-            if other.effective_tier(self.now) > tier:
+            if other.effective_tier() > tier:
                 ahead += other.waiting
                 continue
             ahead += min(max(level - other.in_flight, 0), other.waiting)

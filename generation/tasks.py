@@ -4,7 +4,8 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from django.utils import timezone
+from django.db.models import F
+from django.db.models.functions import Now
 
 from . import job_types, outcomes, retention, scheduler, webhooks
 from .models import Job, JobStatus
@@ -47,11 +48,14 @@ def fail_stalled_jobs():
     return failed
 
 
-def stalled_jobs(now=None):
-    now = now or timezone.now()
-    for job in Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=False):
+def stalled_jobs():
+    """The jobs processing for longer than their hard time limit and GRACE_SECONDS, timed by the database's
+    clock: the maintenance worker's own may be off (ahead, it would fail jobs running fine elsewhere)."""
+    running = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=False).annotate(
+        running_for=Now() - F("started_at"))
+    for job in running:
         limit = job_types.get(job.job_type).hard_time_limit(job.num_images) + GRACE_SECONDS
-        if job.started_at < now - timedelta(seconds=limit):
+        if job.running_for > timedelta(seconds=limit):
             yield job
 
 

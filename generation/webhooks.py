@@ -29,12 +29,13 @@ from urllib.parse import urlsplit
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 from standardwebhooks import Webhook
 
 from ourvidz.celery import app as celery_app
 
-from . import brokers, credits
+from . import brokers, clock, credits
 from .models import Account, WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookStatus
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,9 @@ def queue(job, *events):
                                                       status=WebhookStatus.PENDING)
     if event == WebhookEvent.PROGRESS and pending_progress.exists():
         return None
-    now = timezone.now()
-    delivery = WebhookDelivery(job=job, event=event, url=job.webhook, next_attempt_at=now,
-                               retry_until=now + timedelta(seconds=settings.WEBHOOK_RETRY_FOR))
+    # Due by the database's clock, which the webhooks worker compares with: this host's may be off.
+    delivery = WebhookDelivery(job=job, event=event, url=job.webhook, created_at=Now(), next_attempt_at=Now(),
+                               retry_until=Now() + timedelta(seconds=settings.WEBHOOK_RETRY_FOR))
     # A concurrent progress step that won the race leaves this one unwritten (the constraint); its message
     # then finds nothing.
     WebhookDelivery.objects.bulk_create([delivery], ignore_conflicts=event == WebhookEvent.PROGRESS)
@@ -169,7 +170,7 @@ def post(delivery_id, countdown=None):
 def resend_lost():
     """Send again the deliveries due for SCHEDULER_LOST_AFTER seconds whose message the broker holds no more
     (lost in a broker restart, or never sent). Returns how many."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SCHEDULER_LOST_AFTER)
+    cutoff = clock.since(timedelta(seconds=settings.SCHEDULER_LOST_AFTER))
     due = [str(pk) for pk in WebhookDelivery.objects.filter(status=WebhookStatus.PENDING, next_attempt_at__lt=cutoff)
            .values_list("pk", flat=True)[:1000]]
     if not due:
@@ -186,14 +187,13 @@ def resend_lost():
 def redeliver(deliveries):
     """Send these deliveries again now, under their own ids and with their bodies, retried as new ones are.
     A progress delivery whose job has another one waiting is left as it is. Returns how many."""
-    now = timezone.now()
     again = 0
     for delivery in deliveries:
         try:
             with transaction.atomic():
                 again += WebhookDelivery.objects.filter(pk=delivery.pk).update(
-                    status=WebhookStatus.PENDING, next_attempt_at=now, finished_at=None,
-                    retry_until=now + timedelta(seconds=settings.WEBHOOK_RETRY_FOR))
+                    status=WebhookStatus.PENDING, next_attempt_at=Now(), finished_at=None,
+                    retry_until=Now() + timedelta(seconds=settings.WEBHOOK_RETRY_FOR))
         except IntegrityError:
             continue
         transaction.on_commit(lambda pk=delivery.pk: post(pk))
@@ -205,9 +205,8 @@ def redeliver(deliveries):
 def deliver(delivery_id, render):
     """One attempt at a delivery that is due (none otherwise: delivered, given up, not yet due, or under way
     elsewhere); `render(job)` gives the body at the first attempt. Returns the WebhookAttempt, or None."""
-    now = timezone.now()
     claimed = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookStatus.PENDING,
-                                             next_attempt_at__lte=now).update(next_attempt_at=now + ATTEMPT_LEASE)
+                                             next_attempt_at__lte=Now()).update(next_attempt_at=Now() + ATTEMPT_LEASE)
     if not claimed:
         return None
     delivery = WebhookDelivery.objects.select_related("job").get(pk=delivery_id)
@@ -310,7 +309,7 @@ def backoff(attempt):
 def record(delivery, number, started_at, seconds, outcome):
     """Write the attempt and what follows from it: delivered, given up, or the next attempt's time (and its
     message, sent after commit)."""
-    now = timezone.now()
+    now = clock.now()  # retry_until is the database's time
     delay = backoff(number)
     if outcome.retry and now + timedelta(seconds=delay) <= delivery.retry_until:
         fields = {"status": WebhookStatus.PENDING, "next_attempt_at": now + timedelta(seconds=delay)}

@@ -205,6 +205,20 @@ class VideoSerializer(AssetSerializer):
             timezone.now() + timedelta(seconds=settings.SIGNED_URL_TTL))
 
 
+class AttemptSerializer(serializers.Serializer):
+    """One start of a job by a worker (generation.metadata.Attempt)."""
+
+    worker = serializers.CharField(help_text='The worker\'s node name, e.g. "sdxl-gpu1@gpu-host-2".')
+    host = serializers.CharField(help_text="The host name of the worker's machine.")
+    started_at = serializers.DateTimeField(help_text="When it started, by the database's clock.")
+
+
+def is_staff(context):
+    """Whether a serializer's `context` is a staff member's request."""
+    user = getattr(context.get("request"), "user", None) or context.get("user")
+    return bool(user and user.is_staff)
+
+
 class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     queue_position = serializers.SerializerMethodField()
     estimated_start_seconds = serializers.SerializerMethodField()
@@ -222,6 +236,7 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
                                                   read_only=True)
     images = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
+    attempts = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -232,9 +247,23 @@ class JobSerializer(CachedFieldsMixin, serializers.ModelSerializer):
             "height", "steps", "guidance", "frames", "reference_image", "reference_type",
             "reference_strength", "expected_generation_seconds", "credits", "progress", "phase", "current_step",
             "total_steps", "step_seconds", "error_message", "metadata", "retry_of", "created_at", "started_at",
-            "completed_at", "duration", "images", "video", "webhook", "webhook_events_filter", "cleared",
+            "completed_at", "duration", "images", "video", "webhook", "webhook_events_filter", "cleared", "attempts",
         ]
         read_only_fields = fields  # a representation only: JobRequestSerializer is what clients send
+
+    def to_representation(self, job):
+        data = super().to_representation(job)
+        if "attempts" in data["metadata"] and not is_staff(self.context):
+            data["metadata"] = {key: value for key, value in data["metadata"].items() if key != "attempts"}
+        return data
+
+    @extend_schema_field(AttemptSerializer(many=True))
+    def get_attempts(self, job):
+        """Staff only (empty for others, like the workers of /api/queues/): each start of the job by a worker,
+        oldest first; the last one ran or runs it."""
+        if not is_staff(self.context):
+            return []
+        return AttemptSerializer(job.metadata.get("attempts", []), many=True).data
 
     def outlook(self, job):
         """The scheduler's Outlook of a queued or running job (one PoolView per pool and request)."""
@@ -331,7 +360,8 @@ class QueueSerializer(serializers.Serializer):
     workers_ready = serializers.IntegerField(help_text="Workers online that have loaded their models.")
     workers = serializers.ListField(
         child=serializers.DictField(), required=False,
-        help_text="Staff only: the workers online, with their host names, pids and the models they loaded.")
+        help_text="Staff only: the workers online, with their host names, pids and the models they loaded, the jobs "
+                  "each completed and failed in the last hour and the one it runs now (running_job).")
     average_wait_seconds = serializers.FloatField(allow_null=True)
     jobs_per_hour = serializers.FloatField()
     error_rate = serializers.FloatField()

@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import job_types, queues
+from .. import clock, job_types, queues
 from ..models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def timings_by_type(window=TIMING_WINDOW):
     not its wait in the queue). Expected is the job's own expected_seconds (SDXL: per image times
     the batch). One grouped query; rows in the job-type table's order.
     """
-    since = timezone.now() - window
+    since = clock.since(window)  # the clock of the jobs' times
     duration = queues.seconds_between("started_at", "completed_at")
     rows = (
         Job.objects.filter(status=JobStatus.COMPLETED, completed_at__gte=since, started_at__isnull=False)
@@ -90,7 +90,7 @@ def latest_failures(limit=FAILURES_SHOWN):
     jobs = (
         Job.objects.filter(status=JobStatus.FAILED)
         .select_related("user")
-        .only("id", "job_type", "queue", "error_message", "created_at", "completed_at", "user__username")
+        .only("id", "job_type", "queue", "error_message", "worker", "created_at", "completed_at", "user__username")
         .order_by(F("completed_at").desc(nulls_last=True), "-created_at")[:limit]
     )
     return [
@@ -101,6 +101,7 @@ def latest_failures(limit=FAILURES_SHOWN):
             "job_type": job.job_type,
             "queue": job.queue,
             "error": job.error_message,
+            "worker": job.worker.rpartition("/")[0],  # the node name; empty when no worker started it
             "admin_url": reverse("admin:generation_job_change", args=[job.pk]),
         }
         for job in jobs
@@ -216,12 +217,17 @@ def _worker_view(worker):
         details.append("enhancer offloaded")
     if loaded.get("vram_bytes"):
         details.append(f"{loaded['vram_bytes'] / 2**30:.1f} GiB VRAM")
+    running = worker.get("running_job")
     return {
         "name": worker.get("name", "?"),
         "model": loaded.get("model"),
         "details": details,
         "reference_types": loaded.get("reference_types") or [],
         "loaded": bool(loaded),
+        "completed": worker.get("completed", 0),
+        "failed": worker.get("failed", 0),
+        "running_job": running,
+        "running_url": reverse("admin:generation_job_change", args=[running]) if running else None,
     }
 
 

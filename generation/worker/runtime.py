@@ -5,7 +5,9 @@ A pool's task calls `run(job_id, pool, generate)`. `generate(run)` renders and r
 timings, the completion or failure signal) happens here, once.
 """
 
+import contextvars
 import logging
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,8 +15,9 @@ from dataclasses import dataclass, field
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.db.models import F, JSONField
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Now
 
 from ourvidz import tracing
 
@@ -29,6 +32,45 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 DATABASE_RECHECK_SECONDS = 5.0  # while rendering, how often to try an unreachable database again
 
 log = logging.getLogger(__name__)
+
+# The job this process is running, for its log lines (job_logging).
+_current_job = contextvars.ContextVar("ourvidz_job", default=None)
+
+
+def _job_records(factory):
+    """A log record factory: while a job runs, every record of the process (ours, the pipelines', torch's)
+    starts with "[job <id>]", so that a worker's log tells which job a line is about."""
+    def make(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        job_id = _current_job.get()
+        if job_id is not None:
+            record.job_id = job_id
+            record.msg = f"[job {job_id}] {record.msg}"
+        return record
+    return make
+
+
+logging.setLogRecordFactory(_job_records(logging.getLogRecordFactory()))
+
+
+@contextmanager
+def job_logging(job_id):
+    """Log lines written inside the block name job `job_id`."""
+    token = _current_job.set(str(job_id))
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
+def attempt_recorded():
+    """Job.metadata with this start appended to its "attempts" (generation.metadata.Attempt): the worker's node
+    name and host, and the database's time, so that a job tells which hosts ran it."""
+    return RawSQL("""jsonb_set(COALESCE(metadata, '{}'::jsonb), '{attempts}',
+                                COALESCE(metadata->'attempts', '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                                    'worker', %s::text, 'host', %s::text, 'started_at', STATEMENT_TIMESTAMP())))""",
+                  [heartbeats.status["name"], socket.gethostname()], output_field=JSONField())
+
 
 # JobRun.timed blocks that are phases of a job, as its owner sees them (the steps, and the decoding after
 # the last one, are reported by the step callback).
@@ -209,21 +251,27 @@ def with_database(action, what, patience=None):
 
 
 def run(job_id, pool, generate, release=0):
-    """Run one job through `generate`; the job always ends completed, failed or cancelled. `release`:
-    the scheduler's number of the message that brought the task (0: sent before the scheduler existed,
-    or a direct call); a message of an earlier release (the job was sent again after its message seemed
-    lost) starts nothing.
+    """Run one job through `generate` (its log lines name it); the job always ends completed, failed or
+    cancelled. `release`: the scheduler's number of the message that brought the task (0: sent before the
+    scheduler existed, or a direct call); a message of an earlier release (the job was sent again after its
+    message seemed lost) starts nothing.
 
     While the database cannot be reached the worker waits (taking no other task); after
     DATABASE_WAIT_SECONDS the task goes back on its queue, never acknowledged as done. Results that
     cannot be written are written once the database is back (the files are stored already); a render
     that needed the database goes back to the scheduler once it is back."""
+    with job_logging(job_id):
+        _run(job_id, pool, generate, release)
+
+
+def _run(job_id, pool, generate, release):
     def start():
         with transaction.atomic():
+            # Times from the database's clock (generation.clock): another host judges them.
             moved = Job.move(job_id, JobStatus.PROCESSING, only_if={"releases": release},
-                             worker=heartbeats.identity(), started_at=timezone.now(), attempts=F("attempts") + 1,
-                             progress=0, current_step=0, error_message="", phase=JobPhase.LOADING,
-                             step_seconds=None)
+                             worker=heartbeats.identity(), started_at=Now(), attempts=F("attempts") + 1,
+                             metadata=attempt_recorded(), progress=0, current_step=0, error_message="",
+                             phase=JobPhase.LOADING, step_seconds=None)
             if moved:  # its start webhook, recorded with the move
                 webhooks.queue(Job.objects.get(pk=job_id), WebhookEvent.START)
             return moved
