@@ -7,7 +7,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 SERVICES := $(BIN)/python -m ourvidz.services --
 
-.PHONY: install run test bench-core bench-scheduler bench-faults bench-streams bench-sdxl bench-wan manage lint clean
+.PHONY: install run worker test bench-core bench-scheduler bench-faults bench-streams bench-sdxl bench-wan bench-scale manage \
+	lint clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +22,12 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(SERVICES) sh -c 'python manage.py setup && exec python -m ourvidz.supervise $(ARGS)'
+
+# One more worker of a pool on this host: `make worker POOL=sdxl GPU=1` runs sdxl-gpu1@<host> on GPU 1 (NAME=
+# another name). It prepares only its pool (`setup --pool`: no migrations) and joins `make run`'s servers, or
+# DATABASE_URL / REDIS_URL's on an added host (README "Adding a GPU host").
+worker: install
+	$(SERVICES) python -m ourvidz.worker $(POOL) $(if $(GPU),--gpu $(GPU)) $(if $(NAME),--name $(NAME)) --supervise
 
 test: install
 	$(SERVICES) python -m pytest $(ARGS)
@@ -42,6 +49,9 @@ bench-sdxl: install
 
 bench-wan: install
 	$(SERVICES) python tests/benchmarks/bench_wan.py $(ARGS)
+
+bench-scale: install
+	$(SERVICES) python tests/benchmarks/bench_scale.py $(ARGS)
 
 manage: install
 	$(SERVICES) python manage.py $(ARGS)

@@ -291,6 +291,8 @@ ENHANCER_OFFLOAD = env.str("ENHANCER_OFFLOAD", "auto")
 WAN_MEMORY_RESERVE_GB = env.float("WAN_MEMORY_RESERVE_GB", 20.0)
 # "auto" picks CUDA when the worker sees a GPU; CUDA_VISIBLE_DEVICES pins each worker to one.
 TORCH_DEVICE = env.str("TORCH_DEVICE", "auto")
+# Torch threads per worker; 0: the host's cores divided among the workers running on it (generation.worker.node).
+WORKER_THREADS = env.int("WORKER_THREADS", 0)
 
 # Worker progress writes to the database at most this often (seconds).
 PROGRESS_INTERVAL = env.float("PROGRESS_INTERVAL", 0.5)

@@ -3,8 +3,9 @@
 from celery import shared_task
 from django.conf import settings
 
-# heartbeats is imported for its signal handlers, which publish this worker's presence.
-from generation.worker import heartbeats, pipelines, runtime  # noqa: F401
+# heartbeats and node are imported for their signal handlers, which publish this worker's presence, refuse a node
+# name a live worker holds and give it its share of the host's CPU threads.
+from generation.worker import heartbeats, node, pipelines, runtime  # noqa: F401
 
 from . import loading, pipeline
 

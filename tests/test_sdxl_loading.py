@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -181,9 +182,11 @@ def test_files_that_are_not_sdxl_checkpoints(tmp_path, not_sdxl_checkpoint, fold
 
 
 def run_worker(env, timeout=90):
-    """Start the SDXL worker from the Procfile as `make run` does; return (exit status, output)."""
+    """Start the SDXL worker from the Procfile as `make run` does, under a node name of its own (the session's
+    workers may be live under `sdxl`); return (exit status, output)."""
     from helpers import ROOT
 
+    env = {**env, "SDXL_WORKER_NAME": f"sdxl-{uuid.uuid4().hex[:6]}"}
     result = subprocess.run([sys.executable, "-m", "ourvidz.supervise", "sdxl"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=timeout)
     return result.returncode, result.stdout + result.stderr

@@ -284,8 +284,9 @@ def test_worker_with_a_wrong_model_path_stops_at_start(tmp_path, tiny_models):
 
     from helpers import ROOT, worker_env
 
+    # A node name of its own: the session's workers may be live under `wan`.
     result = subprocess.run([sys.executable, "-m", "ourvidz.supervise", "wan"], cwd=ROOT,
-                            env=worker_env(WAN_MODEL_PATH=tmp_path / "missing"),
+                            env=worker_env(WAN_MODEL_PATH=tmp_path / "missing", WAN_WORKER_NAME="wan-wrong-path"),
                             capture_output=True, text=True, timeout=90)
     assert result.returncode != 0
     assert "wan worker not started: WAN_MODEL_PATH=" in result.stdout + result.stderr
