@@ -207,7 +207,8 @@ class Job(models.Model):
     cleared = models.BooleanField(default=False, help_text=(
         "Taken off the Workspace by its owner once finished; the Library and the API still list it."))
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The database's clock, as every other job time (generation.clock): a web host's clock may be off.
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
