@@ -169,9 +169,21 @@ def clear(job):
     return True
 
 
+# Clearing tells the user's other open pages about this many of the jobs cleared, the newest: a page shows the
+# latest few finished jobs and those that finished while it was open.
+CLEARED_EVENTS = 100
+
+
 def clear_finished(user):
-    """Take all of `user`'s finished jobs off the Workspace; returns how many were still on it."""
-    return Job.objects.filter(user=user, status__in=FINISHED, cleared=False).update(cleared=True)
+    """Take all of `user`'s finished jobs off the Workspace (their other open Workspaces drop the cards too);
+    returns how many were still on it."""
+    finished = Job.objects.filter(user=user, status__in=FINISHED, cleared=False)
+    with transaction.atomic():
+        shown = list(finished.order_by("-created_at")[:CLEARED_EVENTS].only("pk", "user_id"))
+        count = finished.update(cleared=True)
+        for job in shown:
+            events.publish_on_commit(job)
+    return count
 
 
 def retry(job):

@@ -72,6 +72,7 @@ def test_logout_is_a_post_from_every_page(alice_client):
     assert logged_in_as(alice_client) == "alice"
     response = alice_client.post("/accounts/logout/")
     assert response.status_code == 302 and response["Location"] == "/accounts/login/"
+    assert response["Clear-Site-Data"] == '"storage"'  # the browser forgets the pages' remembered form
     assert logged_in_as(alice_client) is None
     assert alice_client.get("/")["Location"].startswith("/accounts/login/")
 

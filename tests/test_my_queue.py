@@ -135,15 +135,19 @@ def test_clear_takes_a_finished_job_off_the_workspace_and_leaves_it_in_the_libra
     assert f'data-id="{image.pk}"' in library.content.decode()
 
 
-def test_clear_finished_clears_every_finished_job_of_the_user(alice, bob, alice_api, alice_client):
+def test_clear_finished_clears_every_finished_job_of_the_user(alice, bob, alice_api, alice_client, published,
+                                                              django_capture_on_commit_callbacks):
     done = [finished(alice, status) for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)]
     waiting = submit(alice)
     running = submit(alice)
     Job.move(running.pk, JobStatus.PROCESSING)
     theirs = finished(bob, JobStatus.COMPLETED)
+    published.clear()
 
-    response = alice_api.post("/api/jobs/clear-finished/")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post("/api/jobs/clear-finished/")
     assert response.status_code == 200 and response.json() == {"cleared": 3}
+    assert sorted(published) == sorted(str(job.pk) for job in done)  # her other open Workspaces drop the cards
     assert all(Job.objects.get(pk=job.pk).cleared for job in done)
     assert not Job.objects.filter(pk__in=[waiting.pk, running.pk, theirs.pk], cleared=True).exists()
     assert page_jobs(alice_client) == [str(running.pk), str(waiting.pk)]

@@ -1,7 +1,8 @@
-"""Self sign-up, when settings.OURVIDZ_SIGNUP allows it (login and logout are Django's own views)."""
+"""Self sign-up, when settings.OURVIDZ_SIGNUP allows it, and logging out (login is Django's own view)."""
 
 from django.conf import settings
 from django.contrib.auth import login, password_validation
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -46,3 +47,12 @@ def signup(request):
         return redirect(_next_url(request))
     return render(request, "registration/signup.html", {"form": form, "next": _next_url(request)})
 
+
+class LogoutView(auth_views.LogoutView):
+    """Django's logout, also telling the browser to forget what the pages kept in its storage (the Workspace's
+    remembered form and prompt draft): on a shared computer, the next person must not find them."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        response["Clear-Site-Data"] = '"storage"'
+        return response

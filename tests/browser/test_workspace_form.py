@@ -412,6 +412,17 @@ def test_the_form_is_remembered_across_reloads_per_user_and_resets(page, alice, 
     expect(page.locator("textarea[name=prompt]")).to_have_value("")
 
 
+def test_logging_out_forgets_the_remembered_form(page, alice, log_in):
+    # On a shared computer, the next person must not find alice's draft.
+    log_in(alice)
+    page.locator("textarea[name=prompt]").fill("alice's private draft")
+    key = f"ourvidz.workspace.form.{alice.pk}"
+    page.wait_for_function("key => (localStorage.getItem(key) || '').includes('private draft')", arg=key)
+    page.locator("form.account button[type=submit]").click()
+    page.wait_for_url("**/accounts/login/")
+    assert page.evaluate("key => localStorage.getItem(key)", key) is None
+
+
 def test_reuse_settings_from_a_card_overrides_and_is_remembered(page, alice, log_in):
     job = submission.build_job(alice, "image_high", "a lighthouse in fog", seed=31337, aspect_ratio="16:9")
     job.status = JobStatus.COMPLETED
