@@ -271,3 +271,16 @@ def live_workers(worker_processes, transactional_db):
     tests empties what the data migration seeded, so the negative-prompt terms are seeded again."""
     importlib.import_module("generation.migrations.0002_seed_negative_terms").seed(django_apps, None)
     return worker_processes
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 server (moto) on a loopback port, for the minio storage backend: host:port."""
+    from faults import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()

@@ -12,7 +12,6 @@ import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 from helpers import ROOT, Stack, sdxl_worker_command, worker_env
-from moto.server import ThreadedMotoServer
 
 from generation import installation, presence, storage, submission
 from generation.models import Image, Installation
@@ -20,22 +19,6 @@ from generation.models import Image, Installation
 # Read before the sandbox fixture gives this process a key prefix of its own: the workers write under this one.
 HEARTBEATS = presence.KEY_PREFIX
 HOST = socket.gethostname()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """The installation's S3 server (moto) on a loopback port."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -1,28 +1,10 @@
 """Both storage backends: the local folder and MinIO (against moto's S3 server on loopback)."""
 
-import socket
 import urllib.request
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from generation import storage
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 server (moto) on a loopback port."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

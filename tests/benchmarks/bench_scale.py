@@ -51,20 +51,6 @@ class Worker:
         self.process.wait(60)
 
 
-def wait_drained(db, total):
-    """Wait until the database holds `total` jobs that ended."""
-    finished, last, since = -1, -1, time.monotonic()
-    while finished < total:
-        with db.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM generation_job WHERE status IN ('completed', 'failed', 'cancelled')")
-            finished = cursor.fetchone()[0]
-        if finished != last:
-            last, since = finished, time.monotonic()
-        elif time.monotonic() - since > STALL_SECONDS:
-            raise TimeoutError(f"{finished} of {total} jobs ended; none for {STALL_SECONDS} s")
-        time.sleep(0.2)
-
-
 def run_mode(mode, jobs, gpus, data_dir, log):
     """Drain `jobs` jobs in `mode`; the figures of the run."""
     import psycopg2
@@ -83,7 +69,7 @@ def run_mode(mode, jobs, gpus, data_dir, log):
         for i in range(jobs):
             status, job = request(conn, "POST", "/api/jobs/", token, {"job_type": JOB_TYPE, "prompt": f"a cat {i}"})
             assert status == 201, job
-        wait_drained(db, jobs)
+        common.wait_ended(db, jobs, STALL_SECONDS, pause=0.2)
     finally:
         for worker in workers:
             worker.stop()

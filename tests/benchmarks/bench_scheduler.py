@@ -46,20 +46,6 @@ def submit(conn, token, prompt):
     return job["id"]
 
 
-def wait_finished(db, total):
-    """Wait until the database holds `total` jobs that ended."""
-    finished, last, since = -1, -1, time.monotonic()
-    while finished < total:
-        with db.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM generation_job WHERE status IN ('completed', 'failed', 'cancelled')")
-            finished = cursor.fetchone()[0]
-        if finished != last:
-            last, since = finished, time.monotonic()
-        elif time.monotonic() - since > STALL_SECONDS:
-            raise TimeoutError(f"{finished} of {total} jobs ended; none for {STALL_SECONDS} s")
-        time.sleep(0.5)
-
-
 def run_mode(mode, jobs, data_dir, log):
     """Run the workload in `mode`; return its jobs as dicts (user, status, releases, timestamps in seconds)
     and when B's POST returned (seconds since the epoch)."""
@@ -79,7 +65,7 @@ def run_mode(mode, jobs, data_dir, log):
             submit(conn, token_a, f"a cat, number {i}")
         submit(conn, token_b, "a dog")
         b_submitted = time.time()
-        wait_finished(db, jobs + 1)
+        common.wait_ended(db, jobs + 1, STALL_SECONDS)
     finally:
         procs.stop()
     with db.cursor() as cursor:

@@ -263,3 +263,17 @@ def peak_vram(cuda):
     import torch
 
     return f"{torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB" if cuda else "        –"
+
+
+def wait_ended(db, total, stall_seconds=120, pause=0.5):
+    """Wait until the database holds `total` jobs that ended; TimeoutError when none ends for `stall_seconds`."""
+    finished, last, since = -1, -1, time.monotonic()
+    while finished < total:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM generation_job WHERE status IN ('completed', 'failed', 'cancelled')")
+            finished = cursor.fetchone()[0]
+        if finished != last:
+            last, since = finished, time.monotonic()
+        elif time.monotonic() - since > stall_seconds:
+            raise TimeoutError(f"{finished} of {total} jobs ended; none for {stall_seconds} s")
+        time.sleep(pause)
