@@ -10,11 +10,12 @@ files nobody can fetch. With no record yet (nothing has run `setup`), the first 
 import hashlib
 import json
 import logging
+import time
 import uuid
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models.functions import Now
 from django.utils.crypto import salted_hmac
 
@@ -147,6 +148,21 @@ def probe(backend, current):
             "the web tier's storage settings (STORAGE_BACKEND, MINIO_*; for local storage, a MEDIA_ROOT they share).")
 
 
+def _read_waiting_for_the_database():
+    """The installation's record (None if there is none yet). While the database cannot be reached, wait for it
+    with growing pauses, however long: a worker exiting instead would be given up by its supervisor after a few
+    quick restarts, and no worker can work without the database anyway."""
+    delay = 0.5
+    while True:
+        try:
+            return Installation.objects.filter(pk=Installation.ID).first()
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("the database is unavailable (%s); checking the installation again in %.1f s", exc, delay)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def check_worker(name):
     """Let worker `name` start only if it shares the installation's settings and storage; ImproperlyConfigured,
     naming the variable, otherwise. One query and four small storage calls. With no record yet, this worker's
@@ -156,7 +172,7 @@ def check_worker(name):
     here = settings_here()
     backend = storage.new_storage()
     try:
-        current = Installation.objects.filter(pk=Installation.ID).first()
+        current = _read_waiting_for_the_database()
         if current is None:
             current = _write(backend, here, name, replace=False)
             log.info("no installation record yet: %s recorded its own settings (%s)", name, where())

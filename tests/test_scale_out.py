@@ -58,6 +58,29 @@ def test_the_first_process_records_the_installation_and_the_web_tier_keeps_what_
     assert (tmp_path / "moved" / installation.BUCKET / moved.marker).exists()
 
 
+def test_a_worker_starting_while_the_database_is_down_waits_for_it(no_installation, tmp_path, settings,
+                                                                   monkeypatch):
+    # Exiting instead, the worker would be given up by its supervisor after a few quick restarts.
+    from django.db import OperationalError
+
+    settings.MEDIA_ROOT = tmp_path
+    installation.record("web@host-w")
+    reads, pauses, real_filter = [], [], Installation.objects.filter
+
+    def filter_while_down(*args, **kwargs):
+        reads.append(1)
+        if len(reads) <= 3:
+            raise OperationalError("connection refused")
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(Installation.objects, "filter", filter_while_down)
+    monkeypatch.setattr(installation.time, "sleep", pauses.append)
+    # Its broken connection is dropped before each new try (not this test's, which holds its transaction).
+    monkeypatch.setattr(installation, "connection", type("Connection", (), {"close": lambda self: None})())
+    installation.check_worker("sdxl@host-b")  # started once the database answered
+    assert (len(reads), pauses) == (4, [0.5, 1.0, 2.0])
+
+
 def test_a_worker_whose_settings_differ_is_refused_naming_the_variable(no_installation, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path
     installation.record("web@host-w")
